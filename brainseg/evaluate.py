@@ -1,0 +1,171 @@
+"""``python -m brainseg evaluate``: every metric of DESIGN.md for the shipped weights on a kaggle_3m folder.
+
+Aggregations are named in the JSON: per slice (mean and median), pooled over tumour slices (the paper's),
+per volume (all slices of a patient stacked), and per-slice detection (classifier alone, whole pipeline).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from brainseg import metrics
+from brainseg.data import SliceRecord, by_patient, index_dataset, load_split, select
+from brainseg.inference import Prediction, Predictor, pipeline_settings
+from brainseg.io import read_mask, read_slice
+from brainseg.weights import WEIGHTS_DIR
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"),
+                        help="which patients of the split JSON; 'all' = every patient in the folder")
+    parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"))
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files")
+    parser.add_argument("--patients", type=int, default=0, help="only the first N patients (quick checks)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--out", help="write the metrics JSON here")
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One slice's truth and prediction."""
+
+    record: SliceRecord
+    truth: np.ndarray
+    prediction: Prediction
+
+
+def predict_records(records: Sequence[SliceRecord], predictor: Predictor, batch_size: int = 16,
+                    progress: bool = True) -> list[Evaluated]:
+    """Read, predict and pair every slice with its mask."""
+    results = []
+    bar = tqdm(total=len(records), desc="evaluate", unit="slice", disable=not progress)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        images = [read_slice(r.image_path) for r in chunk]
+        for record, image, prediction in zip(chunk, images, predictor.predict_many(images, batch_size)):
+            results.append(Evaluated(record, read_mask(record.mask_path, shape=image.shape[:2]), prediction))
+        bar.update(len(chunk))
+    bar.close()
+    return results
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "median": float(np.median(values))} if len(values) else {}
+
+
+def overlap_report(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict:
+    """Per-slice mean/median of each overlap metric, plus pooled Dice and Tversky, over the given slices."""
+    per_slice = [metrics.slice_overlap(m, t) for m, t in zip(masks, truths)]
+    pooled = sum((metrics.counts(m, t) for m, t in zip(masks, truths)), metrics.Counts(0, 0, 0))
+    report: dict = {"slices": len(per_slice)}
+    for name in ("dice", "iou", "tversky", "precision", "recall"):
+        summary = _summary([getattr(o, name) for o in per_slice])
+        report[f"{name}_mean"], report[f"{name}_median"] = summary.get("mean"), summary.get("median")
+    report["dice_pooled"], report["tversky_pooled"] = metrics.dice(pooled), metrics.tversky(pooled)
+    return report
+
+
+def volume_report(results: Sequence[Evaluated], masks: Sequence[np.ndarray]) -> dict:
+    """Per-volume Dice: each patient's slices stacked into one volume."""
+    per_patient: dict[str, metrics.Counts] = {}
+    for result, mask in zip(results, masks):
+        c = metrics.counts(mask, result.truth)
+        per_patient[result.record.patient] = per_patient.get(result.record.patient, metrics.Counts(0, 0, 0)) + c
+    dices = {p: metrics.dice(c) for p, c in per_patient.items()}
+    return {"patients": len(dices), **{f"dice_{k}": v for k, v in _summary(list(dices.values())).items()},
+            "per_patient": dices}
+
+
+def report(results: Sequence[Evaluated], settings: dict[str, float]) -> dict:
+    """Every metric of DESIGN.md for segmenter alone and for the gated pipeline."""
+    truths = [r.truth for r in results]
+    labels = np.array([r.truth.any() for r in results])
+    seg_masks = [r.prediction.probability >= settings["seg_threshold"] for r in results]
+    pipe_masks = [r.prediction.mask(settings["seg_threshold"], settings["gate"], settings["min_area"]) for r in results]
+    scores = np.array([r.prediction.tumour_probability for r in results])
+    fpr, tpr, thresholds = metrics.roc_curve(scores, labels)
+    tumour = np.flatnonzero(labels)
+    areas = {p: [] for p in by_patient([r.record for r in results])}
+    for result, mask in zip(results, pipe_masks):
+        areas[result.record.patient].append([result.record.number, int(result.truth.sum()), int(mask.sum())])
+    return {
+        "patients": len({r.record.patient for r in results}),
+        "slices": len(results),
+        "tumour_slices": int(labels.sum()),
+        "settings": settings,
+        "segmenter": {
+            "aggregation": "segmenter alone (threshold, no gate); per slice mean/median, pooled over slices, per volume",
+            "tumour_slices": overlap_report([seg_masks[i] for i in tumour], [truths[i] for i in tumour]),
+            "all_slices": overlap_report(seg_masks, truths),
+            "volume": volume_report(results, seg_masks),
+        },
+        "pipeline": {
+            "aggregation": "classifier gate + segmenter + minimum area; a slice is called tumour when its mask is non-empty",
+            "tumour_slices": overlap_report([pipe_masks[i] for i in tumour], [truths[i] for i in tumour]),
+            "all_slices": overlap_report(pipe_masks, truths),
+            "volume": volume_report(results, pipe_masks),
+            "detection": metrics.detection(np.array([m.any() for m in pipe_masks]), labels),
+        },
+        "classifier": {
+            "aggregation": "per slice, tumour probability >= gate",
+            "detection": metrics.detection(scores >= settings["gate"], labels),
+            "roc_auc": metrics.roc_auc(scores, labels),
+            "roc": {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(),
+                    "threshold": [None if not np.isfinite(t) else round(float(t), 4) for t in thresholds]},
+        },
+        "areas": {"columns": ["slice", "true_px", "predicted_px"], "per_patient": areas},
+    }
+
+
+def table(result: dict) -> str:
+    """A short text table of the headline figures, each with its aggregation."""
+    seg, pipe, cls = result["segmenter"], result["pipeline"], result["classifier"]
+    rows = [
+        ("patients / slices / tumour slices", f"{result['patients']} / {result['slices']} / {result['tumour_slices']}"),
+        ("segmenter  per-volume Dice mean (median)", f"{seg['volume']['dice_mean']:.4f} ({seg['volume']['dice_median']:.4f})"),
+        ("segmenter  tumour slices Tversky pooled", f"{seg['tumour_slices']['tversky_pooled']:.4f}"),
+        ("segmenter  tumour slices Tversky per-slice mean", f"{seg['tumour_slices']['tversky_mean']:.4f}"),
+        ("segmenter  tumour slices Dice per-slice mean", f"{seg['tumour_slices']['dice_mean']:.4f}"),
+        ("segmenter  all slices Dice per-slice mean", f"{seg['all_slices']['dice_mean']:.4f}"),
+        ("pipeline   per-volume Dice mean (median)", f"{pipe['volume']['dice_mean']:.4f} ({pipe['volume']['dice_median']:.4f})"),
+        ("pipeline   tumour slices Tversky pooled", f"{pipe['tumour_slices']['tversky_pooled']:.4f}"),
+        ("pipeline   all slices Dice per-slice mean", f"{pipe['all_slices']['dice_mean']:.4f}"),
+        ("pipeline   sensitivity / false-positive rate", f"{pipe['detection']['sensitivity']:.4f} / {pipe['detection']['false_positive_rate']:.4f}"),
+        ("pipeline   accuracy", f"{pipe['detection']['accuracy']:.4f}"),
+        ("classifier accuracy / ROC AUC", f"{cls['detection']['accuracy']:.4f} / {cls['roc_auc']:.4f}"),
+        ("classifier sensitivity / specificity", f"{cls['detection']['sensitivity']:.4f} / {cls['detection']['specificity']:.4f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def evaluation_records(data: str | None, split: str, split_file: str | Path, limit: int = 0) -> list[SliceRecord]:
+    """The slices to evaluate: one part of the split JSON, or every patient of the folder."""
+    records = index_dataset(data)
+    if split != "all":
+        wanted = load_split(split_file)[split]
+        present = {r.patient for r in records}
+        records = select(records, [p for p in wanted if p in present])
+    if limit:
+        keep = sorted({r.patient for r in records})[:limit]
+        records = select(records, keep)
+    return records
+
+
+def run(args: argparse.Namespace) -> dict:
+    records = evaluation_records(args.data, args.split, args.split_file, args.patients)
+    predictor = Predictor(args.weights, precision=args.precision)
+    settings = pipeline_settings(Path(args.weights))
+    result = {"split": args.split, "split_file": Path(args.split_file).name, "precision": predictor.precision,
+              **report(predict_records(records, predictor), settings)}
+    print(table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -1,0 +1,143 @@
+"""Overlap metrics, the focal Tversky loss and detection metrics, defined once (DESIGN.md).
+
+Empty-mask rule for every overlap metric: truth and prediction both empty = 1, exactly one empty = 0.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+TVERSKY_ALPHA = 0.7   # weight of false negatives; false positives get 1 - alpha
+FOCAL_GAMMA = 0.75
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Pixel counts of one comparison (a slice, a volume or a pooled set)."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+
+def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
+    """Pixel counts of boolean arrays of the same shape (any dimensionality)."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    return Counts(int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred & ~truth)),
+                  int(np.count_nonzero(~pred & truth)))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return 1.0 if denominator == 0 else numerator / denominator
+
+
+def dice(c: Counts) -> float:
+    return _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)
+
+
+def iou(c: Counts) -> float:
+    return _ratio(c.tp, c.tp + c.fp + c.fn)
+
+
+def tversky(c: Counts, alpha: float = TVERSKY_ALPHA) -> float:
+    return _ratio(c.tp, c.tp + alpha * c.fn + (1 - alpha) * c.fp)
+
+
+def precision(c: Counts) -> float:
+    """Both empty = 1; a prediction with no truth = 0; no prediction with truth = 0."""
+    if c.tp + c.fp == 0:
+        return 1.0 if c.fn == 0 else 0.0
+    return c.tp / (c.tp + c.fp)
+
+
+def recall(c: Counts) -> float:
+    """Both empty = 1; truth with no prediction = 0; a prediction with no truth = 0."""
+    if c.tp + c.fn == 0:
+        return 1.0 if c.fp == 0 else 0.0
+    return c.tp / (c.tp + c.fn)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    dice: float
+    iou: float
+    tversky: float
+    precision: float
+    recall: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def overlap(c: Counts) -> Overlap:
+    """All overlap metrics of one set of counts."""
+    return Overlap(dice(c), iou(c), tversky(c), precision(c), recall(c))
+
+
+def slice_overlap(pred: np.ndarray, truth: np.ndarray) -> Overlap:
+    return overlap(counts(pred, truth))
+
+
+# ---- training loss (soft, differentiable) --------------------------------------------------------
+
+def soft_tversky(probability: torch.Tensor, target: torch.Tensor, alpha: float = TVERSKY_ALPHA,
+                 smooth: float = 1.0) -> torch.Tensor:
+    """Tversky index of soft predictions, pooled over the whole batch (as the Keras original)."""
+    p, t = probability.float().flatten(), target.float().flatten()
+    tp = (p * t).sum()
+    fn = ((1 - p) * t).sum()
+    fp = (p * (1 - t)).sum()
+    return (tp + smooth) / (tp + alpha * fn + (1 - alpha) * fp + smooth)
+
+
+def focal_tversky_loss(probability: torch.Tensor, target: torch.Tensor, alpha: float = TVERSKY_ALPHA,
+                       gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+    """``(1 - TI) ** gamma`` over the batch."""
+    return (1 - soft_tversky(probability, target, alpha)).clamp(min=0) ** gamma
+
+
+# ---- detection ----------------------------------------------------------------------------------
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-positive rates, true-positive rates and thresholds, from the highest score down."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    distinct = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(labels)[distinct]
+    fps = np.cumsum(~labels)[distinct]
+    positives, negatives = max(labels.sum(), 1), max((~labels).sum(), 1)
+    return (np.r_[0.0, fps / negatives], np.r_[0.0, tps / positives], np.r_[np.inf, scores[distinct]])
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN when one class is missing."""
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def detection(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, sensitivity, specificity, FPR and counts of boolean per-slice decisions."""
+    predicted, labels = np.asarray(predicted, bool), np.asarray(labels, bool)
+    tp = int(np.sum(predicted & labels))
+    tn = int(np.sum(~predicted & ~labels))
+    fp = int(np.sum(predicted & ~labels))
+    fn = int(np.sum(~predicted & labels))
+    n = max(len(labels), 1)
+    return {
+        "accuracy": (tp + tn) / n,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "false_positive_rate": fp / max(tn + fp, 1),
+        "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+    }

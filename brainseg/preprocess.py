@@ -1,0 +1,57 @@
+"""The one preprocessing step shared by training, evaluation and inference.
+
+``preprocess(image_u8: HxWx3) -> float32 3x256x256``: resize to the model's 256x256 and z-score each
+channel over the brain (pixels brighter than the background), so that scanners and sequences with
+different intensity scales look alike to the models.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+MODEL_SIZE = 256
+BACKGROUND_LEVEL = 10   # uint8 mean over channels at or below this counts as background
+MIN_STD = 8.0           # uint8 units: keeps near-empty end-of-volume slices from blowing up noise
+
+
+def resize_image(image_u8: np.ndarray, size: int = MODEL_SIZE) -> np.ndarray:
+    """Resize ``HxWx3 uint8`` to ``size x size`` (bilinear); a no-op at the model size."""
+    if image_u8.shape[:2] == (size, size):
+        return image_u8
+    return np.asarray(Image.fromarray(image_u8).resize((size, size), Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, size: int = MODEL_SIZE) -> np.ndarray:
+    """Resize ``HxW bool`` to ``size x size`` (nearest)."""
+    if mask.shape == (size, size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 0
+
+
+def brain_pixels(image_u8: np.ndarray) -> np.ndarray:
+    """``HxW bool``: pixels above the background level."""
+    return image_u8.mean(axis=2) > BACKGROUND_LEVEL
+
+
+def preprocess(image_u8: np.ndarray) -> np.ndarray:
+    """``HxWx3 uint8`` -> ``3x256x256 float32``, each channel z-scored over brain pixels."""
+    resized_u8 = resize_image(image_u8)
+    brain = brain_pixels(resized_u8)
+    image = resized_u8.astype(np.float32)
+    pixels = image[brain] if brain.sum() >= 64 else image.reshape(-1, 3)
+    mean = pixels.mean(axis=0)
+    std = np.maximum(pixels.std(axis=0), MIN_STD)
+    normalised = (image - mean) / std
+    normalised[~brain] = (0.0 - mean) / std  # background keeps one constant value per channel
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+def restore_size(probability: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Map a ``256x256`` probability map back to the original ``HxW`` (bilinear)."""
+    tensor = torch.as_tensor(np.asarray(probability, dtype=np.float32))
+    if tuple(tensor.shape[-2:]) == tuple(shape):
+        return tensor.numpy()
+    resized = F.interpolate(tensor[None, None], size=shape, mode="bilinear", align_corners=False)
+    return resized[0, 0].numpy()

@@ -1,0 +1,237 @@
+"""``python -m brainseg train segmenter|classifier``: train with checkpoints, resume, early stopping.
+
+Runs as one process (CPU or GPU) or under ``torchrun --nproc_per_node=N`` (DistributedDataParallel,
+gloo on CPU, NCCL on GPUs). Writes to ``--out``: ``last.pt`` (checkpoint every epoch, resumable),
+``<kind>.safetensors`` (best epoch by the validation metric, fp16), ``history.json``, ``split.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from brainseg import metrics
+from brainseg.data import (Augment, EpochSampler, SliceDataset, index_dataset, load_split, make_split,
+                           save_split, select)
+from brainseg.models import build_model
+from brainseg.weights import save_weights
+
+MONITORS = {"segmenter": "volume_dice", "classifier": "auc"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=("segmenter", "classifier"))
+    parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, history, best weights")
+    parser.add_argument("--split", help="split JSON to use (default: make one, or reuse OUT/split.json)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up + cosine)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--patience", type=int, default=10, help="early stop after this many epochs without a better validation metric")
+    parser.add_argument("--crop", type=int, default=0, help="random crop side for training (multiple of 16; 0 = whole slice)")
+    parser.add_argument("--negatives", type=float, default=None,
+                        help="tumour-free slices per tumour slice in each epoch (default: 0.5 segmenter, all classifier)")
+    parser.add_argument("--input-size", type=int, default=128, help="classifier: side the ResNet50 sees")
+    parser.add_argument("--resume", help="checkpoint to resume from (e.g. OUT/last.pt)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
+    parser.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this wall-clock budget")
+    parser.add_argument("--limit-patients", type=int, default=0, help="use only the first N patients of each part (smoke tests)")
+    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch after N steps (smoke tests)")
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to zero."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def segmenter_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Focal Tversky over the batch plus pixel BCE (the BCE keeps tumour-free batches informative)."""
+    logits = logits.float()
+    return metrics.focal_tversky_loss(torch.sigmoid(logits), masks) + F.binary_cross_entropy_with_logits(logits, masks)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def validate(kind: str, model: torch.nn.Module, dataset: SliceDataset, device: torch.device, bf16: bool,
+             batch_size: int = 16) -> dict[str, float]:
+    """Validation loss and metrics on whole 256x256 slices (threshold 0.5)."""
+    model.eval()
+    losses, outputs = [], []
+    for start in range(0, len(dataset), batch_size):
+        images = dataset.images[start:start + batch_size].float().to(device).contiguous(memory_format=torch.channels_last)
+        masks = dataset.masks[start:start + batch_size].float().to(device)
+        labels = dataset.labels[start:start + batch_size].to(device)
+        with _autocast(device, bf16):
+            logits = model(images)
+        if kind == "segmenter":
+            losses.append(float(segmenter_loss(logits, masks)))
+            outputs.append((torch.sigmoid(logits.float()) > 0.5).cpu().numpy()[:, 0])
+        else:
+            losses.append(float(F.cross_entropy(logits.float(), labels)))
+            outputs.append(torch.softmax(logits.float(), 1)[:, 1].cpu().numpy())
+    model.train()
+    result = {"val_loss": float(np.mean(losses))}
+    labels = dataset.labels.numpy().astype(bool)
+    if kind == "segmenter":
+        predicted = np.concatenate(outputs)
+        truth = dataset.masks.numpy()[:, 0] > 0
+        pooled = metrics.Counts(0, 0, 0)
+        per_patient: dict[str, metrics.Counts] = {}
+        for i, record in enumerate(dataset.records):
+            c = metrics.counts(predicted[i], truth[i])
+            per_patient[record.patient] = per_patient.get(record.patient, metrics.Counts(0, 0, 0)) + c
+            if labels[i]:
+                pooled = pooled + c
+        result["val_tversky"] = metrics.tversky(pooled)
+        result["volume_dice"] = float(np.mean([metrics.dice(c) for c in per_patient.values()]))
+        result["val_metric"] = result["val_tversky"]
+    else:
+        scores = np.concatenate(outputs)
+        result["val_metric"] = float(np.mean((scores > 0.5) == labels))
+        result["auc"] = metrics.roc_auc(scores, labels)
+    return result
+
+
+def _split(args: argparse.Namespace, records, out: Path, rank: int) -> dict[str, list[str]]:
+    if args.split:
+        return load_split(args.split)
+    if (out / "split.json").exists():
+        return load_split(out / "split.json")
+    split = make_split(records, seed=args.seed)
+    if rank == 0:
+        save_split(split, out / "split.json", args.seed)
+    return split
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Train one model; returns the path of its best weights."""
+    rank, world = _distributed()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed + rank)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    bf16 = not args.no_bf16
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    main = rank == 0
+
+    records = index_dataset(args.data, progress=main)
+    split = _split(args, records, out, rank)
+    if args.limit_patients:
+        split = {k: v[:args.limit_patients] for k, v in split.items()}
+    segmenter = args.kind == "segmenter"
+    augmentation = Augment(crop=args.crop or None) if segmenter else Augment(crop=None, affine_p=0.7, intensity=0.15)
+    train_set = SliceDataset(select(records, split["train"]), augmentation, seed=args.seed, progress=main)
+    val_set = SliceDataset(select(records, split["val"]), progress=main)
+    negatives = args.negatives if args.negatives is not None else (0.5 if segmenter else None)
+    sampler = EpochSampler(train_set.labels.tolist(), negatives, args.seed, rank, world)
+    loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+
+    settings = {} if segmenter else {"input_size": args.input_size}
+    model = build_model(args.kind, **settings).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    history: list[dict] = []
+    best, start_epoch = -math.inf, 0
+    if args.resume:
+        state = torch.load(args.resume, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"]
+    trained = DistributedDataParallel(model) if world > 1 else model
+    steps_per_epoch = max(len(loader) if not args.max_steps else min(len(loader), args.max_steps), 1)
+    total_steps, warmup = args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)
+    monitor = MONITORS[args.kind]
+    began = time.time()
+    stale = 0
+    if history:
+        best_epoch = max(range(len(history)), key=lambda i: history[i][monitor])
+        stale = len(history) - 1 - best_epoch
+
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        tick = time.time()
+        losses, scores = [], []
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"{args.kind} epoch {epoch + 1}/{args.epochs}", disable=not main)
+        for step, (images, masks, labels) in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            lr = learning_rate(epoch * steps_per_epoch + step, total_steps, warmup, args.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            masks, labels = masks.to(device), labels.to(device)
+            with _autocast(device, bf16):
+                logits = trained(images)
+            if segmenter:
+                loss = segmenter_loss(logits, masks)
+                score = float(metrics.soft_tversky((torch.sigmoid(logits.float()) > 0.5).float(), masks, smooth=1.0))
+            else:
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=0.05)
+                score = float((logits.argmax(1) == labels).float().mean())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            scores.append(score)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", metric=f"{np.mean(scores[-20:]):.3f}", lr=f"{lr:.2e}")
+        result = validate(args.kind, model, val_set, device, bf16)
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "train_metric": float(np.mean(scores)),
+                 "lr": lr, "seconds": round(time.time() - tick, 1), **result}
+        history.append(entry)
+        improved = entry[monitor] > best
+        if improved:
+            best, stale = entry[monitor], 0
+        else:
+            stale += 1
+        if main:
+            print(json.dumps(entry), flush=True)
+            if improved:
+                save_weights(model, out / f"{args.kind}.safetensors", args.kind, settings)
+            (out / "history.json").write_text(json.dumps(
+                {"kind": args.kind, "monitor": monitor, "metric": "tversky (pooled, val tumour slices)" if segmenter
+                 else "accuracy (val slices)", "best": best, "args": vars(args), "epochs": history}, indent=1) + "\n")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                        "best": best, "epoch": epoch + 1}, out / "last.pt.tmp")
+            os.replace(out / "last.pt.tmp", out / "last.pt")
+        if stale >= args.patience:
+            if main:
+                print(f"early stop: no better {monitor} for {args.patience} epochs", flush=True)
+            break
+        if args.max_minutes and (time.time() - began) / 60 > args.max_minutes:
+            if main:
+                print(f"stop: wall-clock budget of {args.max_minutes} minutes spent", flush=True)
+            break
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / f"{args.kind}.safetensors"

@@ -1,0 +1,72 @@
+"""Shipped weights: save a model as safetensors with its build settings, load it back safely.
+
+Nothing is unpickled: tensors come from safetensors and settings from its string metadata. Where a
+``SHA256SUMS`` file sits beside the weights, the file's hash must match it before anything is loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from brainseg.errors import BrainsegError
+from brainseg.models import build_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+CHECKSUMS = "SHA256SUMS"
+
+
+def save_weights(model: nn.Module, path: str | Path, kind: str, settings: dict, half: bool = True) -> None:
+    """Write ``model``'s state (fp16 floats when ``half``) with ``kind`` and build ``settings`` as metadata."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"kind": kind, "settings": json.dumps(settings)})
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checksums(folder: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from ``folder/SHA256SUMS`` (``sha256sum`` format); empty when absent."""
+    sums = folder / CHECKSUMS
+    if not sums.exists():
+        return {}
+    pairs = (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())
+    return {name.strip().lstrip("*"): digest for digest, name in pairs}
+
+
+def verify(path: Path) -> None:
+    """Refuse a weights file that is missing or does not match its recorded SHA-256."""
+    if not path.is_file():
+        raise BrainsegError(f"{path}: weights file not found; expected the trained weights shipped in weights/")
+    expected = read_checksums(path.parent).get(path.name)
+    if expected is not None and sha256(path) != expected:
+        raise BrainsegError(f"{path}: SHA-256 does not match {CHECKSUMS}; the weights file is damaged or replaced")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Build the model named in the file's metadata, load its weights as fp32, and return it in eval mode."""
+    path = Path(path)
+    verify(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BrainsegError(f"{path}: not a readable safetensors weights file ({err})") from None
+    if "kind" not in metadata:
+        raise BrainsegError(f"{path}: no 'kind' in its metadata; expected weights saved by brainseg")
+    settings = json.loads(metadata.get("settings", "{}"))
+    model = build_model(metadata["kind"], **settings)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval(), {"kind": metadata["kind"], **settings}
