@@ -1,24 +1,34 @@
-"""Command line: ``python -m brainseg train|evaluate|predict|benchmark ...``."""
+"""Command line: ``python -m brainseg COMMAND ...``; each command is a module with ``add_arguments`` and ``run``."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from brainseg.errors import BrainsegError
+
+COMMANDS = {  # name: (module, help)
+    "train": ("brainseg.train", "train the segmenter or the classifier"),
+    "evaluate": ("brainseg.evaluate", "metrics of the shipped weights on a kaggle_3m folder"),
+    "tune": ("brainseg.tune", "choose the pipeline's thresholds on the validation patients"),
+    "samples": ("brainseg.samples", "bundle test-split patients into samples/"),
+    "predict": ("brainseg.predict", "masks, overlays and a CSV for slice files, with the input check"),
+    "calibrate": ("brainseg.checks", "fit the input check on the training split, thresholds on validation"),
+    "benchmark": ("brainseg.benchmark", "latency, throughput, cold start, memory and FLOPs of inference"),
+    "checksums": ("brainseg.checksums", "write or check weights/SHA256SUMS"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m brainseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    from brainseg import evaluate, train
-    train.add_arguments(commands.add_parser("train", help="train the segmenter or the classifier"))
-    evaluate.add_arguments(commands.add_parser("evaluate", help="metrics of the shipped weights on a kaggle_3m folder"))
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        modules[name] = importlib.import_module(module_name)
+        modules[name].add_arguments(commands.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     try:
-        if args.command == "train":
-            train.run(args)
-        elif args.command == "evaluate":
-            evaluate.run(args)
+        modules[args.command].run(args)
     except BrainsegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,70 @@
+"""``python -m brainseg tune``: choose the pipeline's thresholds on the validation patients (never the test split).
+
+The pipeline calls a slice "tumour" when the classifier's probability reaches the gate and the segmenter finds
+at least ``min_area`` pixels above its threshold. The segmentation threshold maximises the validation patients'
+per-volume Dice; the gate and minimum area keep the false-positive rate on tumour-free slices at or under
+``--max-fpr`` with the highest sensitivity (Youden's J where nothing meets that).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from brainseg import metrics
+from brainseg.evaluate import Evaluated, evaluation_records, predict_records, volume_report
+from brainseg.inference import Predictor
+from brainseg.weights import WEIGHTS_DIR
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+GATES = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
+MIN_AREAS = (0, 10, 25, 50, 75, 100, 150, 200, 300)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
+    parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"))
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR))
+    parser.add_argument("--max-fpr", type=float, default=0.03, help="largest false-positive rate on tumour-free slices")
+    parser.add_argument("--out", default=str(WEIGHTS_DIR / "pipeline.json"))
+
+
+def choose_threshold(results: Sequence[Evaluated]) -> float:
+    """The segmentation threshold with the best mean per-volume Dice (segmenter alone)."""
+    def volume_dice(threshold: float) -> float:
+        return volume_report(results, [r.prediction.probability >= threshold for r in results])["dice_mean"]
+    return max(THRESHOLDS, key=volume_dice)
+
+
+def choose_gate(results: Sequence[Evaluated], threshold: float, max_fpr: float) -> dict:
+    """Gate and minimum area: highest sensitivity with FPR <= max_fpr, else highest Youden's J."""
+    labels = np.array([r.truth.any() for r in results])
+    scores = np.array([r.prediction.tumour_probability for r in results])
+    areas = np.array([int((r.prediction.probability >= threshold).sum()) for r in results])
+    candidates = []
+    for gate, min_area in itertools.product(GATES, MIN_AREAS):
+        found = metrics.detection((scores >= gate) & (areas >= max(min_area, 1)), labels)
+        candidates.append({"gate": float(gate), "min_area": int(min_area), **found})
+    allowed = [c for c in candidates if c["false_positive_rate"] <= max_fpr]
+    if allowed:
+        return max(allowed, key=lambda c: (c["sensitivity"], c["accuracy"]))
+    return max(candidates, key=lambda c: c["sensitivity"] + c["specificity"])
+
+
+def run(args: argparse.Namespace) -> dict:
+    records = evaluation_records(args.data, "val", args.split_file)
+    results = predict_records(records, Predictor(args.weights))
+    threshold = choose_threshold(results)
+    chosen = choose_gate(results, threshold, args.max_fpr)
+    settings = {"seg_threshold": threshold, "gate": chosen["gate"], "min_area": chosen["min_area"],
+                "chosen_on": f"validation split: {len({r.record.patient for r in results})} patients, "
+                             f"{len(results)} slices",
+                "validation_detection": {k: chosen[k] for k in ("accuracy", "sensitivity", "specificity",
+                                                                 "false_positive_rate")}}
+    Path(args.out).write_text(json.dumps(settings, indent=1) + "\n")
+    print(json.dumps(settings, indent=1))
+    return settings

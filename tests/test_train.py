@@ -1,0 +1,93 @@
+"""Training smoke runs on three real patients: two CPU processes under torchrun (DDP, gloo), resume, classifier."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainseg.data import save_split
+from brainseg.weights import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ["TCGA_CS_6290_20000917", "TCGA_HT_8018_19970411"]   # 20 slices each, 5 with tumour
+VAL = ["TCGA_CS_4942_19970222"]                              # 20 slices, 6 with tumour
+
+
+@pytest.fixture(scope="module")
+def tiny_data(kaggle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A kaggle_3m folder of three real patients (links into the full one) and its split JSON."""
+    root = tmp_path_factory.mktemp("tiny")
+    folder = root / "kaggle_3m"
+    folder.mkdir()
+    for patient in TRAIN + VAL:
+        (folder / patient).symlink_to(kaggle_dir / patient, target_is_directory=True)
+    split = root / "split.json"
+    save_split({"train": TRAIN, "val": VAL, "test": []}, split, seed=0)
+    return folder, split
+
+
+def run_brainseg(arguments: list[str], processes: int = 1) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = (launcher + ["-m", "brainseg"] if processes > 1 else [sys.executable, "-m", "brainseg"]) + arguments
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    progress = ("%|", "it/s]", "s/it]")
+    log = "\n".join(line for line in result.stderr.splitlines() if not any(mark in line for mark in progress))
+    assert result.returncode == 0, log[-6000:]
+    return result
+
+
+def common_arguments(kind: str, data: Path, split: Path, out: Path, epochs: int) -> list[str]:
+    return ["train", kind, "--data", str(data), "--split", str(split), "--out", str(out), "--epochs", str(epochs),
+            "--limit-patients", "2", "--max-steps", "2", "--batch-size", "2", "--threads", "1", "--seed", "0"]
+
+
+def read_history(out: Path) -> dict:
+    return json.loads((out / "history.json").read_text())
+
+
+def test_segmenter_under_torchrun_with_resume(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, split = tiny_data
+    out = tmp_path / "seg"
+    run_brainseg(common_arguments("segmenter", data, split, out, epochs=1) + ["--crop", "64"], processes=2)
+
+    history = read_history(out)
+    assert history["kind"] == "segmenter" and history["monitor"] == "volume_dice"
+    assert [e["epoch"] for e in history["epochs"]] == [1]
+    first = history["epochs"][0]
+    for key in ("train_loss", "train_metric", "val_loss", "val_metric", "val_tversky", "volume_dice", "lr", "seconds"):
+        assert math.isfinite(first[key]), key
+    assert 0.0 <= first["val_tversky"] <= 1.0 and first["train_loss"] > 0
+
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and len(checkpoint["history"]) == 1
+    assert not any(key.startswith("module.") for key in checkpoint["model"])   # the bare model, not the DDP wrapper
+    model, settings = load_model(out / "segmenter.safetensors")
+    assert settings["kind"] == "segmenter" and type(model).__name__ == "ResUNet"
+
+    run_brainseg(common_arguments("segmenter", data, split, out, epochs=2)
+                 + ["--crop", "64", "--resume", str(out / "last.pt")], processes=2)
+    resumed = read_history(out)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    assert resumed["epochs"][0] == first                                       # epoch 1 carried over, not re-run
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_classifier_single_process(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, split = tiny_data
+    out = tmp_path / "cls"
+    run_brainseg(common_arguments("classifier", data, split, out, epochs=1) + ["--input-size", "64"])
+    history = read_history(out)
+    assert history["kind"] == "classifier" and history["monitor"] == "auc"
+    entry = history["epochs"][0]
+    assert 0.0 <= entry["val_metric"] <= 1.0 and 0.0 <= entry["auc"] <= 1.0
+    model, settings = load_model(out / "classifier.safetensors")
+    assert settings == {"kind": "classifier", "input_size": 64}
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 3, 256, 256)).shape == (1, 2)
