@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from brainseg.checks import InputCheck, assess, load_calibration
 from brainseg.errors import BrainsegError
 from brainseg.preprocess import preprocess, restore_size
 from brainseg.weights import WEIGHTS_DIR, load_model
@@ -28,6 +29,7 @@ class Prediction:
 
     probability: np.ndarray      # HxW float32: segmenter's tumour probability per pixel
     tumour_probability: float    # classifier's probability that the slice shows tumour
+    check: InputCheck | None = None  # is the slice like the training data? None without a shipped calibration
 
     def mask(self, threshold: float = DEFAULT_SEG_THRESHOLD, gate: float = DEFAULT_GATE,
              min_area: int = DEFAULT_MIN_AREA) -> np.ndarray:
@@ -65,7 +67,7 @@ class Predictor:
     """Both models, loaded once, on one device; thread-safe for inference."""
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str | torch.device | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", check: bool = True) -> None:
         weights_dir = Path(weights_dir)
         self.device = torch.device(device) if device else default_device()
         if precision == "auto":
@@ -75,11 +77,13 @@ class Predictor:
         self.precision = precision
         self.segmenter, _ = load_model(weights_dir / "segmenter.safetensors", self.device)
         self.classifier, self.classifier_settings = load_model(weights_dir / "classifier.safetensors", self.device)
+        self.input_check = load_calibration(weights_dir) if check else None
         if precision == "bf16":
             self.segmenter.to(memory_format=torch.channels_last)
             self.classifier.to(memory_format=torch.channels_last)
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast on the fast path, a no-op in fp32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def tensors(self, images_u8: Sequence[np.ndarray]) -> torch.Tensor:
@@ -88,23 +92,35 @@ class Predictor:
         return batch.contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else batch
 
     @torch.inference_mode()
+    def classifier_outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one forward pass."""
+        with self.autocast():
+            features, logits = self.classifier.forward_features_and_logits(batch)
+        return features.float().cpu().numpy(), logits.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Segmenter probabilities ``Bx256x256``, tumour probabilities ``B`` and classifier features ``BxD``."""
+        with self.autocast():
+            seg_logits = self.segmenter(batch)
+        features, cls_logits = self.classifier_outputs(batch)
+        seg = torch.sigmoid(seg_logits.float())[:, 0].cpu().numpy()
+        cls = torch.softmax(torch.from_numpy(cls_logits), dim=1)[:, 1].numpy()
+        return seg, cls, features
+
     def probabilities(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Segmenter probabilities ``Bx256x256`` and classifier tumour probabilities ``B`` of a batch."""
-        with self._autocast():
-            seg_logits = self.segmenter(batch)
-            cls_logits = self.classifier(batch)
-        seg = torch.sigmoid(seg_logits.float())[:, 0].cpu().numpy()
-        cls = torch.softmax(cls_logits.float(), dim=1)[:, 1].cpu().numpy()
-        return seg, cls
+        return self.outputs(batch)[:2]
 
     def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = 16) -> list[Prediction]:
         """Predictions for many slices, in batches; each mapped back to its slice's size."""
         predictions = []
         for start in range(0, len(images_u8), batch_size):
             chunk = images_u8[start:start + batch_size]
-            seg, cls = self.probabilities(self.tensors(chunk))
-            for image, probability, tumour in zip(chunk, seg, cls):
-                predictions.append(Prediction(restore_size(probability, image.shape[:2]), float(tumour)))
+            seg, cls, features = self.outputs(self.tensors(chunk))
+            for image, probability, tumour, row in zip(chunk, seg, cls, features):
+                check = assess(image, row, self.input_check) if self.input_check else None
+                predictions.append(Prediction(restore_size(probability, image.shape[:2]), float(tumour), check))
         return predictions
 
     def predict(self, image_u8: np.ndarray) -> Prediction:

@@ -17,10 +17,12 @@ from brainseg.errors import BrainsegError
 
 Source = Union[str, Path, bytes]
 
-SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")  # what the uploader offers; the content decides the format
 MAX_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
 MIN_SIDE = 16
+MAX_ASPECT_RATIO = 4.0    # longer side / shorter side: an MRI slice is close to square
 MAX_BYTES = 50 * 1024 * 1024
+MAX_FILES_PER_BATCH = 100  # files in one upload batch (slices and masks): a whole Kaggle patient's slices fit
 
 # Pillow's own bomb guard warns at MAX_IMAGE_PIXELS and refuses at twice that; ours is stricter and first.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -57,6 +59,10 @@ def _open(source: Source, name: str) -> Image.Image:
         raise BrainsegError(f"{name}: {width}x{height} is too large; expected at most {MAX_PIXELS:,} pixels")
     if min(width, height) < MIN_SIDE:
         raise BrainsegError(f"{name}: {width}x{height} is too small; expected at least {MIN_SIDE} pixels a side")
+    aspect_ratio = max(width, height) / min(width, height)
+    if aspect_ratio > MAX_ASPECT_RATIO:
+        raise BrainsegError(f"{name}: {width}x{height} has an aspect ratio of {aspect_ratio:.1f}:1; expected a "
+                            f"roughly square slice (at most {MAX_ASPECT_RATIO:g}:1)")
     if getattr(image, "n_frames", 1) > 1:
         raise BrainsegError(f"{name}: has {image.n_frames} frames; expected a single still slice")
     return image
@@ -82,7 +88,7 @@ def _to_u8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    values = array.astype(np.float64)
+    values = array.astype(np.float32)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros(array.shape, np.uint8)
@@ -98,7 +104,11 @@ def _source_name(source: Source, name: str | None) -> str:
 def read_slice(source: Source, name: str | None = None) -> np.ndarray:
     """Read one slice as ``image_u8: HxWx3``: grayscale is replicated, alpha dropped, 16-bit rescaled."""
     name = _source_name(source, name)
-    array = _decode(_open(source, name), name)
+    image = _open(source, name)
+    if image.mode == "1":
+        raise BrainsegError(f"{name}: a 1-bit black-and-white image; expected a grayscale or colour MRI slice "
+                            "(a mask? name it <slice>_mask.png)")
+    array = _decode(image, name)
     if array.ndim == 3 and array.shape[2] == 4:      # RGBA / LA stored as 4 channels
         array = array[..., :3]
     elif array.ndim == 3 and array.shape[2] == 2:    # LA: luminance and alpha
@@ -111,23 +121,23 @@ def read_slice(source: Source, name: str | None = None) -> np.ndarray:
 
 
 def read_mask(source: Source, name: str | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a mask as ``mask: HxW bool`` (any non-zero pixel is tumour); check it against ``shape``."""
+    """Read a mask as ``mask: HxW bool`` (any non-zero pixel is tumour); check it against ``shape``.
+
+    A mask holds two levels (Kaggle: 0 and 255; 0 and 1 also do); more levels (a slice, or a JPEG's
+    compression noise) are refused rather than guessed at.
+    """
     name = _source_name(source, name)
     array = _decode(_open(source, name), name)
     if array.ndim == 3:
         array = array[..., :3].max(axis=2) if array.shape[2] >= 3 else array[..., 0]
     mask = array != 0
+    if np.count_nonzero(mask & (array != array.max())):
+        raise BrainsegError(f"{name}: mask holds {len(np.unique(array))} grey levels; expected only two (0 = "
+                            "background, 255 = tumour), saved losslessly as .tif or .png")
     if shape is not None and mask.shape != tuple(shape):
         raise BrainsegError(f"{name}: mask is {mask.shape[1]}x{mask.shape[0]}; expected "
                             f"{shape[1]}x{shape[0]} to match its image")
     return mask
-
-
-def mask_values_are_binary(source: Source, name: str | None = None) -> bool:
-    """True when a mask file holds only 0 and one other value (Kaggle masks are 0/255)."""
-    name = _source_name(source, name)
-    array = _decode(_open(source, name), name)
-    return len(np.unique(array)) <= 2
 
 
 def encode_png(array: np.ndarray) -> bytes:

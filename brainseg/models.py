@@ -87,6 +87,11 @@ class Classifier(nn.Module):
         """Pooled backbone features ``Bx2048`` (for the input check's feature-space distance)."""
         return self.head[1](self.head[0](self.backbone(self.resize(x))))
 
+    def forward_features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features ``Bx2048`` and logits ``Bx2`` of one forward pass."""
+        features = self.features(x)
+        return features, self.head[2:](features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.resize(x)))
 

@@ -1,0 +1,296 @@
+"""The input check: is a slice like the training data? A score, a verdict and the reasons behind it.
+
+Two layers, calibrated by ``python -m brainseg calibrate`` and shipped in ``weights/``:
+
+- structure and statistics of the pixels: size and aspect against the dataset's 256x256, identical
+  channels (one MRI sequence instead of three), per-channel brightness and contrast over the brain
+  against the training split's range;
+- learned: the cosine distance from the classifier's pooled 2048-d features to their 10 nearest
+  training-split neighbours (it separated foreign images better than a shrunk-covariance Mahalanobis
+  distance or the energy score; see :func:`measure`).
+
+Ranges come from training-split slices, thresholds from the validation patients; never the test split.
+``assess`` is pure and cheap (a few ms a slice); :class:`brainseg.inference.Predictor` runs it on every slice.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from brainseg.data import SliceRecord, index_dataset, load_split, select
+from brainseg.errors import BrainsegError
+from brainseg.io import SUFFIXES, read_slice
+from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
+from brainseg.weights import WEIGHTS_DIR, sha256
+
+if TYPE_CHECKING:
+    from brainseg.inference import Predictor
+
+CHECK_JSON = "input_check.json"
+CHECK_TENSORS = "input_check.safetensors"
+OK, CAUTION, FOREIGN = "ok", "caution", "foreign"
+CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
+INTENSITY_STATISTICS = tuple(f"{kind}_{c}" for c in range(3) for kind in ("mean", "std"))
+NEIGHBOURS = 10
+IDENTICAL_LEVEL = 2          # uint8: channels closer than this at a pixel count as identical there
+ONE_SEQUENCE_SHARE = 0.9     # share of brain pixels with identical channels that makes a slice one sequence
+FALSE_ALARM_TARGET = 0.005   # share of validation slices each layer may flag
+MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)   # candidate widenings of the training range, as a share of its span
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """The check's answer for one slice."""
+
+    score: float                 # feature distance / validation threshold: above 1 is unlike the validation slices
+    verdict: str                 # "ok", "caution" (only size/aspect differ) or "foreign"
+    reasons: tuple[str, ...]     # what is unlike the training data, in words; empty when ok
+
+    @property
+    def flagged(self) -> bool:
+        return self.verdict != OK
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything ``assess`` needs, as written by :func:`calibrate`."""
+
+    low: dict[str, float]            # accepted range of each intensity statistic
+    high: dict[str, float]
+    distance_threshold: float        # k-NN cosine distance above which a slice is unlike the data
+    train_features: torch.Tensor     # NxD float32, unit rows: the training-split neighbours
+    classifier_sha256: str
+
+
+def slice_statistics(image_u8: np.ndarray) -> dict[str, float]:
+    """Channel structure and per-channel brightness (mean) and contrast (std) over brain pixels, in 0..1,
+    measured at the model's 256x256 as the models see it."""
+    resized = resize_image(image_u8)
+    brain = brain_pixels(resized)
+    pixels = (resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)).astype(np.float32)
+    spread = pixels.max(axis=1) - pixels.min(axis=1)
+    statistics = {"identical_channels": float((spread <= IDENTICAL_LEVEL).mean())}
+    for c in range(3):
+        statistics[f"mean_{c}"] = float(pixels[:, c].mean() / 255.0)
+        statistics[f"std_{c}"] = float(pixels[:, c].std() / 255.0)
+    return statistics
+
+
+def feature_distance(features: np.ndarray | torch.Tensor, train_features: torch.Tensor) -> np.ndarray:
+    """``B``: cosine distance of each ``BxD`` feature row to its ``NEIGHBOURS``-th nearest training row."""
+    rows = torch.nn.functional.normalize(torch.as_tensor(np.asarray(features, np.float32)), dim=1)
+    similarity = rows @ train_features.T
+    k = min(NEIGHBOURS, train_features.shape[0])
+    return (1.0 - similarity.topk(k, dim=1).values[:, -1]).numpy()
+
+
+def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -> list[str]:
+    reasons = []
+    for c, channel in enumerate(CHANNELS):
+        for kind, word in (("mean", "brightness"), ("std", "contrast")):
+            name = f"{kind}_{c}"
+            value, low, high = statistics[name], calibration.low[name], calibration.high[name]
+            if not low <= value <= high:
+                side = "higher" if value > high else "lower"
+                reasons.append(f"{word} of the {channel} channel is {side} than in any training slice "
+                               f"({value:.2f}, training range {low:.2f}-{high:.2f})")
+    return reasons
+
+
+def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration) -> InputCheck:
+    """The check for one ``HxWx3 uint8`` slice and its classifier features ``D`` (from the same forward pass)."""
+    height, width = image_u8.shape[:2]
+    statistics = slice_statistics(image_u8)
+    ratio = float(feature_distance(features[None], calibration.train_features)[0] / calibration.distance_threshold)
+    size_reasons, strong_reasons = [], []
+    if (height, width) != (MODEL_SIZE, MODEL_SIZE):
+        size_reasons.append(f"size {width}x{height}; every training slice is {MODEL_SIZE}x{MODEL_SIZE}")
+    if max(height, width) > 1.05 * min(height, width):
+        size_reasons.append("not square: it is stretched to a square before the models see it")
+    if ratio > 1.0:
+        strong_reasons.append("does not look like the axial brain MRI slices the model was trained on "
+                              f"(feature distance {ratio:.1f}x the validation threshold): another view, "
+                              "sequence or scanner, or not an MRI at all")
+    strong_reasons += _intensity_reasons(statistics, calibration)
+    one_sequence = statistics["identical_channels"] >= ONE_SEQUENCE_SHARE
+    if not size_reasons and not strong_reasons:
+        return InputCheck(ratio, OK, ())
+    sequence_reason = ["one MRI sequence (the three channels are identical); the model expects three: "
+                       "pre-contrast, FLAIR and post-contrast"] if one_sequence else []
+    verdict = FOREIGN if strong_reasons or one_sequence else CAUTION
+    return InputCheck(ratio, verdict, tuple(strong_reasons + sequence_reason + size_reasons))
+
+
+# ---- calibration --------------------------------------------------------------------------------
+
+def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | None:
+    """The shipped calibration; None when absent. Refuses one made for other classifier weights."""
+    weights_dir = Path(weights_dir)
+    json_path = weights_dir / CHECK_JSON
+    if not json_path.exists():
+        return None
+    try:
+        payload = json.loads(json_path.read_text())
+        tensors = load_file(str(weights_dir / CHECK_TENSORS))
+        calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
+                                  tensors["train_features"].float(), payload["classifier_sha256"])
+    except (OSError, ValueError, KeyError) as err:
+        raise BrainsegError(f"{json_path}: not a readable input-check calibration ({err}); "
+                            "rerun python -m brainseg calibrate --data DIR") from None
+    if calibration.classifier_sha256 != sha256(weights_dir / "classifier.safetensors"):
+        raise BrainsegError(f"{json_path}: calibrated for other classifier weights; "
+                            "rerun python -m brainseg calibrate --data DIR")
+    return calibration
+
+
+def classifier_features(predictor: Predictor, images_u8: Sequence[np.ndarray], batch_size: int = 32,
+                        desc: str = "features") -> np.ndarray:
+    """``NxD`` pooled classifier features of many slices, as the Predictor computes them."""
+    chunks = []
+    for start in tqdm(range(0, len(images_u8), batch_size), desc=desc, unit="batch"):
+        features, _ = predictor.classifier_outputs(predictor.tensors(images_u8[start:start + batch_size]))
+        chunks.append(features)
+    return np.concatenate(chunks)
+
+
+def _smallest_margin(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """The smallest margin (share of the range's span) that flags at most FALSE_ALARM_TARGET of ``values``."""
+    span = high - low
+    for margin in MARGINS:
+        outside = ((values < low - margin * span) | (values > high + margin * span)).any(axis=1)
+        if outside.mean() <= FALSE_ALARM_TARGET:
+            return margin
+    return MARGINS[-1]
+
+
+def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[SliceRecord],
+              weights_dir: str | Path = WEIGHTS_DIR) -> dict:
+    """Fit ranges and neighbours on ``train``, thresholds on ``val``; write them to ``weights_dir``."""
+    weights_dir = Path(weights_dir)
+    train_images = [read_slice(r.image_path) for r in train]
+    val_images = [read_slice(r.image_path) for r in val]
+    train_statistics = [slice_statistics(image) for image in train_images]
+    train_stats = np.array([[s[n] for n in INTENSITY_STATISTICS] for s in train_statistics])
+    val_stats = np.array([[slice_statistics(image)[n] for n in INTENSITY_STATISTICS] for image in val_images])
+    low, high = np.quantile(train_stats, 0.001, axis=0), np.quantile(train_stats, 0.999, axis=0)
+    margin = _smallest_margin(val_stats, low, high)
+    low, high = np.clip(low - margin * (high - low), 0, 1), np.clip(high + margin * (high - low), 0, 1)
+    neighbours = torch.nn.functional.normalize(torch.from_numpy(classifier_features(predictor, train_images, desc="train")), dim=1)
+    val_distance = feature_distance(classifier_features(predictor, val_images, desc="val"), neighbours)
+    payload = {
+        "method": "intensity ranges: training quantiles 0.1%-99.9% widened by a margin chosen on validation; "
+                  f"learned: cosine distance to the {NEIGHBOURS}th nearest training feature, threshold = "
+                  f"validation quantile {1 - FALSE_ALARM_TARGET:.3f}",
+        "classifier_sha256": sha256(weights_dir / "classifier.safetensors"),
+        "train_slices": len(train), "val_slices": len(val),
+        "train_one_sequence_share": float(np.mean([s["identical_channels"] >= ONE_SEQUENCE_SHARE
+                                                   for s in train_statistics])),
+        "margin": margin,
+        "low": dict(zip(INTENSITY_STATISTICS, low.round(4).tolist())),
+        "high": dict(zip(INTENSITY_STATISTICS, high.round(4).tolist())),
+        "distance_threshold": float(np.quantile(val_distance, 1 - FALSE_ALARM_TARGET)),
+    }
+    save_file({"train_features": neighbours.half().contiguous()}, str(weights_dir / CHECK_TENSORS))
+    (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
+    return payload
+
+
+# ---- measurement ----------------------------------------------------------------------------------
+
+def variants(image_u8: np.ndarray) -> dict[str, np.ndarray]:
+    """Altered copies of an LGG slice, named by what was done; ``EXPECTED`` says which should pass."""
+    height, width = image_u8.shape[:2]
+    jpeg = io.BytesIO()
+    Image.fromarray(image_u8).save(jpeg, format="JPEG", quality=75)
+    return {
+        "rotated 90 degrees": np.ascontiguousarray(np.rot90(image_u8)),
+        "flipped left-right": np.ascontiguousarray(image_u8[:, ::-1]),
+        "FLAIR copied into all three channels": np.repeat(image_u8[..., 1:2], 3, axis=2),
+        "JPEG quality 75": read_slice(jpeg.getvalue(), name="jpeg"),
+        "cropped to a non-square 224x192": np.ascontiguousarray(image_u8[height // 8:-height // 8, width // 16:-width // 16]),
+        "downsized to 128x128": np.asarray(Image.fromarray(image_u8).resize((128, 128), Image.BILINEAR)),
+    }
+
+
+EXPECTED = {  # variant: verdicts it may get
+    "rotated 90 degrees": (OK,), "flipped left-right": (OK,), "FLAIR copied into all three channels": (OK,),
+    "JPEG quality 75": (OK,), "cropped to a non-square 224x192": (CAUTION, FOREIGN),
+    "downsized to 128x128": (CAUTION, FOREIGN),
+}
+
+
+def check_images(predictor: Predictor, images_u8: Sequence[np.ndarray], batch_size: int = 32) -> list[InputCheck]:
+    """The check alone (classifier forward pass only) for many slices: what calibration and measurement use."""
+    features = classifier_features(predictor, images_u8, batch_size, desc="check")
+    return [assess(image, row, predictor.input_check) for image, row in zip(images_u8, features)]
+
+
+def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path | None) -> dict:
+    """False alarms on ``test`` (every slice), the verdict of every foreign image and of LGG variants."""
+    images = [read_slice(r.image_path) for r in test]
+    checks = check_images(predictor, images)
+    flagged = [r.name for r, c in zip(test, checks) if c.flagged]
+    result: dict = {"test_slices": len(test), "test_flagged": len(flagged),
+                    "test_false_alarm_rate": len(flagged) / max(len(test), 1), "test_flagged_files": flagged}
+    picks = images[len(images) // 2::max(len(images) // 8, 1)][:8]
+    result["variants"] = {}
+    for name in EXPECTED:
+        verdicts = [c.verdict for c in check_images(predictor, [variants(image)[name] for image in picks])]
+        result["variants"][name] = {"slices": len(verdicts), "flagged": sum(v != OK for v in verdicts),
+                                    "expected": "/".join(EXPECTED[name])}
+    if foreign_dir is not None:
+        files = sorted(p for p in Path(foreign_dir).iterdir() if p.suffix.lower() in SUFFIXES)
+        foreign = check_images(predictor, [read_slice(p) for p in files])
+        result["foreign"] = {p.name: {"verdict": c.verdict, "score": round(c.score, 3), "reasons": list(c.reasons)}
+                             for p, c in zip(files, foreign)}
+        result["foreign_flagged"] = f"{sum(c.flagged for c in foreign)}/{len(foreign)}"
+    return result
+
+
+def summary(result: dict) -> str:
+    """Markdown lines for the model card."""
+    lines = [f"- False alarms on the test split: {result['test_flagged']} of {result['test_slices']} slices "
+             f"({100 * result['test_false_alarm_rate']:.1f}%)."]
+    if "foreign" in result:
+        lines.append(f"- Foreign images flagged: {result['foreign_flagged']}.")
+        lines += [f"  - {name}: {entry['verdict']}: {'; '.join(entry['reasons'])}" for name, entry in result["foreign"].items()]
+    lines.append("- LGG test slices altered (flagged / slices, expected verdict):")
+    lines += [f"  - {name}: {v['flagged']}/{v['slices']} (expected {v['expected']})" for name, v in result["variants"].items()]
+    return "\n".join(lines)
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
+    parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"))
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files; output goes here")
+    parser.add_argument("--every", type=int, default=3, help="use every Nth training slice (default 3)")
+    parser.add_argument("--foreign", help="folder of non-LGG images to report on (e.g. ../shared/foreign)")
+    parser.add_argument("--no-measure", action="store_true", help="skip the test-split measurement")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from brainseg.inference import Predictor  # inference imports this module for assess()
+    records = index_dataset(args.data)
+    split = load_split(args.split_file)
+    predictor = Predictor(args.weights, check=False)
+    payload = calibrate(predictor, select(records, split["train"])[::args.every], select(records, split["val"]), args.weights)
+    print(json.dumps({k: v for k, v in payload.items() if k != "method"}, indent=1))
+    if args.no_measure:
+        return payload
+    predictor = Predictor(args.weights)
+    result = measure(predictor, select(records, split["test"]), Path(args.foreign) if args.foreign else None)
+    (Path(args.weights) / "input_check_measurement.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(summary(result))
+    return payload

@@ -1,0 +1,102 @@
+"""The input check on real files, through ``Predictor.predict_many`` (what the app calls) and the shipped calibration."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg.checks import CHECK_JSON, CHECK_TENSORS, EXPECTED, OK, assess, load_calibration, variants
+from brainseg.data import index_dataset
+from brainseg.errors import BrainsegError
+from brainseg.inference import Predictor
+from brainseg.io import SUFFIXES, read_slice
+from brainseg.weights import WEIGHTS_DIR
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    predictor = Predictor()
+    assert predictor.input_check is not None, "weights/input_check.json is missing: run python -m brainseg calibrate"
+    return predictor
+
+
+@pytest.fixture(scope="module")
+def foreign(originals: Path) -> Path:
+    """../shared/foreign: real public non-LGG images (SOURCES.md there)."""
+    return originals.parent.parent / "foreign"
+
+
+@pytest.fixture(scope="module")
+def sample_tumour_images() -> list[np.ndarray]:
+    return [read_slice(r.image_path) for r in index_dataset(SAMPLES) if r.tumour]
+
+
+def test_every_foreign_image_is_flagged_with_reasons(predictor: Predictor, foreign: Path) -> None:
+    files = sorted(p for p in foreign.iterdir() if p.suffix.lower() in SUFFIXES)
+    assert len(files) == 16
+    for path, prediction in zip(files, predictor.predict_many([read_slice(p) for p in files])):
+        check = prediction.check
+        assert check.flagged and check.verdict != OK, f"{path.name} passed the check (score {check.score:.2f})"
+        assert check.reasons and all(len(reason) > 20 for reason in check.reasons), path.name
+
+
+def test_greyscale_web_mri_is_named_one_sequence(predictor: Predictor, foreign: Path) -> None:
+    image = read_slice(foreign / "mri_tumour_axial_flair_gray_1024.jpg")
+    reasons = predictor.predict(image).check.reasons
+    assert any("one MRI sequence" in reason for reason in reasons)
+    assert any("1024x1024" in reason for reason in reasons)
+
+
+def test_lgg_originals_pass(predictor: Predictor, originals: Path) -> None:
+    files = sorted(p for p in originals.glob("*.tif") if not p.stem.endswith("_mask"))
+    for path, prediction in zip(files, predictor.predict_many([read_slice(p) for p in files])):
+        assert prediction.check.verdict == OK, f"{path.name}: {prediction.check.reasons}"
+
+
+def test_sample_tumour_slices_pass(predictor: Predictor, sample_tumour_images: list[np.ndarray]) -> None:
+    assert len(sample_tumour_images) >= 10
+    flagged = [p.check.reasons for p in predictor.predict_many(sample_tumour_images) if p.check.flagged]
+    assert flagged == []
+
+
+@pytest.mark.parametrize("variant", sorted(EXPECTED))
+def test_altered_lgg_slices_get_the_decided_verdict(predictor: Predictor, sample_tumour_images: list[np.ndarray],
+                                                    variant: str) -> None:
+    picks = sample_tumour_images[::max(len(sample_tumour_images) // 4, 1)][:4]
+    altered = [variants(image)[variant] for image in picks]
+    verdicts = [p.check.verdict for p in predictor.predict_many(altered)]
+    assert set(verdicts) <= set(EXPECTED[variant]), verdicts
+
+
+def test_check_costs_under_a_tenth_of_the_pipeline(predictor: Predictor, originals: Path) -> None:
+    image = read_slice(originals / "TCGA_CS_4942_19970222_11.tif")
+    features, _ = predictor.classifier_outputs(predictor.tensors([image]))
+    predictor.predict(image)
+
+    def median_seconds(call) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    check_seconds = median_seconds(lambda: assess(image, features[0], predictor.input_check))
+    pipeline_seconds = median_seconds(lambda: predictor.predict(image))
+    assert check_seconds < 0.1 * pipeline_seconds, (check_seconds, pipeline_seconds)
+
+
+def test_calibration_for_other_classifier_weights_is_refused(tmp_path: Path) -> None:
+    for name in (CHECK_JSON, CHECK_TENSORS):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    shutil.copy(WEIGHTS_DIR / "segmenter.safetensors", tmp_path / "classifier.safetensors")
+    with pytest.raises(BrainsegError, match="calibrated for other classifier weights"):
+        load_calibration(tmp_path)
+
+
+def test_no_calibration_means_no_check(tmp_path: Path) -> None:
+    assert load_calibration(tmp_path) is None
