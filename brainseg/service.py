@@ -1,0 +1,198 @@
+"""The app's cached inference: one Predictor per process, bounded caches of predictions, uploads in memory.
+
+``st.cache_resource`` holds the models (loaded and warmed up once, shared by every session, GPU when there is
+one); ``st.cache_data`` holds per-patient gallery predictions and per-upload predictions, bounded in entries and
+time. Uploaded bytes are decoded in memory and never written to disk.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from brainseg import metrics
+from brainseg.data import SliceRecord, index_patient
+from brainseg.errors import BrainsegError
+from brainseg.gallery import load_patients
+from brainseg.inference import Prediction, Predictor
+from brainseg.io import SUFFIXES, read_mask, read_slice
+from brainseg.weights import WEIGHTS_DIR
+
+METRICS_FILE = WEIGHTS_DIR / "metrics_test.json"
+MASK_SUFFIX = "_mask"
+CACHE_TTL_S = 3600
+
+
+# ---- models and cached predictions ---------------------------------------------------------------
+
+@st.cache_resource(show_spinner="Loading the models (once per server)…")
+def predictor() -> Predictor:
+    """Both models on the best device, warmed up with one blank slice so the first real one is fast."""
+    model = Predictor(WEIGHTS_DIR)
+    model.predict(np.zeros((256, 256, 3), np.uint8))
+    return model
+
+
+def device_label(model: Predictor) -> str:
+    """Where the models run, e.g. ``"CPU, fp32"`` or ``"GPU (NVIDIA H100), bf16"``."""
+    if model.device.type == "cuda":
+        return f"GPU ({torch.cuda.get_device_name(model.device)}), {model.precision}"
+    return f"CPU, {model.precision}"
+
+
+@st.cache_data(show_spinner="Indexing the gallery…")
+def gallery_patients(folder: str) -> dict[str, list[SliceRecord]]:
+    """Patients of the gallery folder and their slices (indexed once per folder)."""
+    return load_patients(Path(folder))
+
+
+@dataclass(frozen=True)
+class PatientSlices:
+    """Every slice of one patient with its truth and prediction, in slice order."""
+
+    numbers: list[int]
+    images_u8: list[np.ndarray]        # HxWx3 uint8
+    truths: list[np.ndarray]           # HxW bool
+    predictions: list[Prediction]
+
+    def index(self, number: int) -> int:
+        return self.numbers.index(number)
+
+
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Predicting every slice of this patient…")
+def patient_slices(folder: str, patient: str) -> PatientSlices:
+    """Read and predict all slices of ``folder/patient`` (cached per patient, at most 8 patients for an hour)."""
+    records = index_patient(Path(folder) / patient)
+    images = [read_slice(r.image_path) for r in records]
+    truths = [read_mask(r.mask_path, shape=image.shape[:2]) for r, image in zip(records, images)]
+    return PatientSlices([r.number for r in records], images, truths, predictor().predict_many(images))
+
+
+def area_rows(slices: PatientSlices, threshold: float, gate: float, min_area: int) -> list[tuple[int, int, int]]:
+    """``(slice, true_px, predicted_px)`` for every slice at the given settings."""
+    return [(n, int(t.sum()), int(p.mask(threshold, gate, min_area).sum()))
+            for n, t, p in zip(slices.numbers, slices.truths, slices.predictions)]
+
+
+# ---- uploads --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UploadResult:
+    """One uploaded slice: its pixels, optional mask and prediction, or the error that stopped it."""
+
+    name: str
+    mask_name: str | None = None
+    image_u8: np.ndarray | None = None     # HxWx3 uint8
+    truth: np.ndarray | None = None        # HxW bool
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+def is_mask_name(name: str) -> bool:
+    return Path(name).stem.lower().endswith(MASK_SUFFIX)
+
+
+def pair_uploads(files: Sequence[tuple[str, bytes]], masks: Sequence[tuple[str, bytes]] = ()
+                 ) -> tuple[list[tuple[str, bytes, tuple[str, bytes] | None]], list[str]]:
+    """Pair images with masks by the Kaggle naming (``x.tif`` + ``x_mask.tif``), from either list.
+
+    A single image and a single unmatched separate mask are paired whatever their names. Returns
+    ``[(name, data, (mask name, mask data) or None)]`` and the names of masks left without an image.
+    """
+    all_masks = [f for f in files if is_mask_name(f[0])] + list(masks)
+    images = [f for f in files if not is_mask_name(f[0])]
+    by_stem = {Path(name).stem.lower()[:-len(MASK_SUFFIX)]: (name, data)
+               for name, data in all_masks if is_mask_name(name)}
+    pairs, used = [], set()
+    for name, data in images:
+        mask = by_stem.get(Path(name).stem.lower())
+        if mask:
+            used.add(mask[0])
+        pairs.append((name, data, mask))
+    left = [m for m in all_masks if m[0] not in used]
+    if len(pairs) == 1 and pairs[0][2] is None and len(left) == 1 and left[0] in list(masks):
+        pairs[0] = (pairs[0][0], pairs[0][1], left.pop())
+    return pairs, [name for name, _ in left]
+
+
+@st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner=False)
+def predict_upload(data: bytes, name: str) -> tuple[np.ndarray, Prediction]:
+    """Decode uploaded bytes in memory and predict (cached by content for an hour, 64 files at most)."""
+    image = read_slice(data, name)
+    return image, predictor().predict(image)
+
+
+def analyse_upload(name: str, data: bytes, mask: tuple[str, bytes] | None) -> UploadResult:
+    """Predict one upload; a file that cannot be read gives a result carrying the error message instead."""
+    if Path(name).suffix.lower() not in SUFFIXES:
+        return UploadResult(name, error=f"{name}: unsupported file type; expected {', '.join(SUFFIXES)}")
+    try:
+        image, prediction = predict_upload(data, name)
+        truth = read_mask(mask[1], mask[0], shape=image.shape[:2]) if mask else None
+    except BrainsegError as err:
+        return UploadResult(name, mask[0] if mask else None, error=str(err))
+    return UploadResult(name, mask[0] if mask else None, image, truth, prediction)
+
+
+# ---- what the page shows about a prediction ------------------------------------------------------
+
+def slice_summary(prediction: Prediction, truth: np.ndarray | None, threshold: float, gate: float,
+                  min_area: int) -> dict[str, float]:
+    """Classifier probability, predicted area and, with a truth, the overlap metrics of one slice."""
+    mask = prediction.mask(threshold, gate, min_area)
+    summary = {"tumour_probability": prediction.tumour_probability, "predicted_px": int(mask.sum()),
+               "predicted_share": float(mask.mean())}
+    if truth is not None:
+        summary.update({"true_px": int(truth.sum()), **metrics.slice_overlap(mask, truth).as_dict()})
+    return summary
+
+
+def batch_table(results: Sequence[UploadResult], threshold: float, gate: float, min_area: int) -> pd.DataFrame:
+    """One row per uploaded file: status, probability, area and, with a mask, Dice and IoU."""
+    rows = []
+    for r in results:
+        row: dict = {"file": r.name, "mask": r.mask_name or "", "status": "error" if r.error else "ok"}
+        if r.prediction is not None:
+            s = slice_summary(r.prediction, r.truth, threshold, gate, min_area)
+            row.update({"tumour probability": round(s["tumour_probability"], 4), "predicted px": s["predicted_px"],
+                        "tumour": "yes" if s["predicted_px"] else "no", "true px": s.get("true_px"),
+                        "Dice": None if r.truth is None else round(s["dice"], 4),
+                        "IoU": None if r.truth is None else round(s["iou"], 4)})
+        row["message"] = r.error or ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+# ---- shipped JSON artefacts ----------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON file's content, ``None`` when it does not exist; a malformed one raises BrainsegError."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BrainsegError(f"{path}: not valid JSON ({err})") from None
+
+
+def load_test_metrics(path: Path = METRICS_FILE) -> dict | None:
+    """The test-split report of ``python -m brainseg evaluate`` shipped in ``weights/``, if any."""
+    return _read_json(path)
+
+
+def load_history(kind: str, folder: Path = WEIGHTS_DIR) -> dict | None:
+    """``weights/history_<kind>.json``, if any."""
+    return _read_json(folder / f"history_{kind}.json")

@@ -1,0 +1,333 @@
+"""brainseg demo: brain-tumour detection and segmentation on FLAIR MRI slices (``streamlit run streamlit_app.py``).
+
+Widgets and layout only: models, caches and uploads live in ``brainseg.service``, the gallery's data in
+``brainseg.gallery``, pictures and charts in ``brainseg.viz``. The view (patient, slice, thresholds, image
+view) is kept in the URL, so a copied link opens the same view.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from brainseg import gallery, service, viz
+from brainseg.data import KAGGLE_HINT, SliceRecord, load_split
+from brainseg.errors import BrainsegError
+from brainseg.inference import Prediction, pipeline_settings
+from brainseg.io import encode_png
+from brainseg.weights import WEIGHTS_DIR
+
+PAPER = "Deng, Cui & Liu (2024), *Head Tumor Segmentation and Detection Based on ResUNet*"
+KAGGLE_URL = "https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation"
+UPLOAD_TYPES = ["tif", "tiff", "png", "jpg", "jpeg"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The pipeline settings the sliders hold."""
+
+    threshold: float
+    gate: float
+    min_area: int
+
+
+# ---- the view in session state and in the URL ----------------------------------------------------
+
+def _float_param(name: str, default: float) -> float:
+    try:
+        value = float(st.query_params.get(name, default))
+    except ValueError:
+        return default
+    return value if 0.0 <= value <= 1.0 else default
+
+
+def restore_view(patients: dict[str, list[SliceRecord]], defaults: dict) -> None:
+    """On a session's first run, take the view from the URL (patient, slice, threshold, gate, view)."""
+    if "threshold" in st.session_state:
+        return
+    st.session_state.threshold = _float_param("threshold", defaults["seg_threshold"])
+    st.session_state.gate = _float_param("gate", defaults["gate"])
+    st.session_state.view = st.query_params.get("view") if st.query_params.get("view") in viz.VIEWS else "flair"
+    st.session_state.tumour_only = False
+    if not patients:
+        return
+    wanted = st.query_params.get("patient")
+    if wanted and wanted not in patients:
+        st.toast(f"Patient {wanted} of the link is not in this gallery; showing another one.")
+    patient = wanted if wanted in patients else gallery.first_patient(patients)
+    numbers = [r.number for r in patients[patient]]
+    slice_param = st.query_params.get("slice", "")
+    st.session_state.patient = patient
+    st.session_state.slice = int(slice_param) if slice_param.isdigit() and int(slice_param) in numbers \
+        else gallery.telling_slice(patients[patient])
+
+
+def share_view() -> None:
+    """Write the current view into the URL (only what changed)."""
+    view = {"threshold": f"{st.session_state.threshold:g}", "gate": f"{st.session_state.gate:g}",
+            "view": st.session_state.view}
+    if "patient" in st.session_state:
+        view.update(patient=st.session_state.patient, slice=str(st.session_state.slice))
+    if {k: st.query_params.get(k) for k in view} != view:
+        st.query_params.update(view)
+
+
+# ---- sidebar -------------------------------------------------------------------------------------
+
+def reset_settings(defaults: dict) -> None:
+    st.session_state.threshold, st.session_state.gate = defaults["seg_threshold"], defaults["gate"]
+
+
+def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]], device: str,
+            defaults: dict) -> Settings:
+    with st.sidebar:
+        st.subheader("Pipeline")
+        st.slider("Segmentation threshold", 0.05, 0.95, step=0.05, key="threshold",
+                  help="A pixel is tumour when the segmenter's probability reaches this value.")
+        st.slider("Classifier gate", 0.0, 1.0, step=0.05, key="gate",
+                  help="A slice gets a mask only when the classifier's tumour probability reaches this value.")
+        st.button("Reset to the shipped defaults", on_click=reset_settings, args=(defaults,), width="stretch")
+        st.caption(f"Defaults chosen on the validation patients: threshold {defaults['seg_threshold']:g}, "
+                   f"gate {defaults['gate']:g}, minimum area {defaults['min_area']} px.")
+        st.radio("Image", list(viz.VIEWS), format_func=viz.VIEWS.get, key="view", horizontal=True)
+        st.divider()
+        st.subheader("Gallery data")
+        slices = sum(len(r) for r in patients.values())
+        st.markdown(f"**{source.label}**  \n{len(patients)} patients · {slices} slices")
+        if source.note:
+            st.warning(source.note)
+        if source.bundled:
+            st.caption(f"For every patient of the dataset, {KAGGLE_HINT}.")
+        st.subheader("Models")
+        st.markdown(f"Running on **{device}**")
+        st.caption("Loaded once per server and shared by every visitor.")
+        st.divider()
+        st.caption(":material/link: The address bar always holds this view (patient, slice, thresholds, image): copy it to share.")
+    return Settings(st.session_state.threshold, st.session_state.gate, int(defaults["min_area"]))
+
+
+# ---- header --------------------------------------------------------------------------------------
+
+def intro(metrics: dict | None) -> None:
+    """What this is, and the honest test figures with their split and aggregation."""
+    st.html("<style>[data-testid=stMainBlockContainer]{padding-top:2.5rem}</style>")
+    st.title(":material/neurology: Brain tumour detection & segmentation")
+    st.markdown(
+        f"A ResUNet outlines low-grade glioma on brain MRI slices and a ResNet50 classifier decides whether a "
+        f"slice shows tumour at all, after {PAPER}. Trained here from scratch on the "
+        f"[Kaggle LGG MRI Segmentation]({KAGGLE_URL}) data (FLAIR with pre- and post-contrast "
+        f"slices of low-grade glioma patients), split by patient. **A research demo, not a medical device.**")
+    if metrics is None:
+        st.caption(":material/info: Test-set figures are not published yet: `weights/metrics_test.json` is "
+                   "missing (`python -m brainseg evaluate --split test --out weights/metrics_test.json` writes it).")
+        return
+    for column, (label, value, explanation) in zip(st.columns(4), viz.headline(metrics)):
+        column.metric(label, value, help=explanation, border=True)
+    st.caption(f"Held-out patients only: {viz.split_label(metrics)}. Hover a figure for its aggregation.")
+
+
+# ---- one slice: four panels, metrics, downloads -------------------------------------------------
+
+def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Prediction, settings: Settings,
+               stem: str, key: str) -> None:
+    """Four panels, the live metrics and the downloads of one slice."""
+    mask = prediction.mask(settings.threshold, settings.gate, settings.min_area)
+    panels = viz.four_panels(image_u8, truth, mask, st.session_state.view)
+    for column, panel in zip(st.columns(4), panels):
+        column.image(panel.image_u8, caption=panel.title, width="stretch")
+    st.markdown(viz.legend_html(truth is not None), unsafe_allow_html=True)
+    slice_metrics(service.slice_summary(prediction, truth, settings.threshold, settings.gate, settings.min_area),
+                  settings)
+    left, right, _ = st.columns([1.3, 1.1, 3])
+    left.download_button("Predicted mask (PNG)", encode_png(mask), f"{stem}_predicted_mask.png", "image/png",
+                          key=f"{key}_mask", on_click="ignore", width="stretch", icon=":material/download:")
+    right.download_button("Overlay (PNG)", encode_png(panels[3].image_u8), f"{stem}_overlay.png", "image/png",
+                          key=f"{key}_overlay", on_click="ignore", width="stretch", icon=":material/download:")
+
+
+def slice_metrics(summary: dict, settings: Settings) -> None:
+    """The slice's live metrics: detection first, then overlap with the truth when there is one."""
+    gated = summary["tumour_probability"] >= settings.gate
+    row = st.columns(5)
+    row[0].metric("Tumour probability", f"{summary['tumour_probability']:.1%}", border=True,
+                  help="Classifier (ResNet50) probability that this slice shows tumour.")
+    row[1].metric("Gate", "tumour" if gated else "no tumour", border=True,
+                  help=f"Classifier probability against the gate ({settings.gate:g}).")
+    row[2].metric("Predicted area", f"{summary['predicted_px']:,} px", f"{summary['predicted_share']:.2%} of slice",
+                  delta_color="off", delta_arrow="off", border=True)
+    if "dice" not in summary:
+        row[3].metric("True area", "—", help="Upload the slice's mask to compare.", border=True)
+        return
+    row[3].metric("True area", f"{summary['true_px']:,} px", border=True)
+    row[4].metric("Dice", f"{summary['dice']:.3f}", border=True,
+                  help="This slice only. Both masks empty counts as 1, exactly one empty as 0.")
+    row = st.columns(5)
+    for column, name in zip(row, ("iou", "tversky", "precision", "recall")):
+        column.metric({"iou": "IoU", "tversky": "Tversky (α=0.7)"}.get(name, name.capitalize()),
+                      f"{summary[name]:.3f}", border=True)
+
+
+# ---- gallery -------------------------------------------------------------------------------------
+
+def move_slice(numbers: list[int], offset: int) -> None:
+    st.session_state.slice = gallery.step(numbers, st.session_state.slice, offset)
+
+
+def jump_to_random(numbers: list[int]) -> None:
+    st.session_state.slice = gallery.random_slice(numbers, st.session_state.slice, random.Random())
+
+
+def jump_to(number: int, is_tumour: bool) -> None:
+    st.session_state.slice = number
+    if not is_tumour:
+        st.session_state.tumour_only = False
+
+
+def change_patient(patients: dict[str, list[SliceRecord]]) -> None:
+    st.session_state.slice = gallery.telling_slice(patients[st.session_state.patient])
+
+
+def patient_label(patients: dict[str, list[SliceRecord]], split: dict, patient: str) -> str:
+    records = patients[patient]
+    return (f"{patient} · {len(records)} slices, {sum(r.tumour for r in records)} with tumour · "
+            f"{gallery.patient_split(patient, split)}")
+
+
+def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]], settings: Settings) -> None:
+    if not patients:
+        st.info(f"No gallery: {source.folder} holds no patients. To browse the dataset, {KAGGLE_HINT}. "
+                "Uploading slices works without it.")
+        return
+    split = load_split(WEIGHTS_DIR / "split.json")
+    top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
+    top[0].selectbox("Patient", sorted(patients), key="patient", on_change=change_patient, args=(patients,),
+                     format_func=lambda p: patient_label(patients, split, p))
+    records = patients[st.session_state.patient]
+    top[1].toggle("Tumour slices only", key="tumour_only")
+    numbers = gallery.visible_slices(records, st.session_state.tumour_only)
+    if st.session_state.slice not in numbers:
+        st.session_state.slice = gallery.nearest(numbers, st.session_state.slice)
+    top[2].button("Random slice", icon=":material/casino:", on_click=jump_to_random, args=(numbers,), width="stretch")
+    slices = service.patient_slices(str(source.folder), st.session_state.patient)
+    truths = slices.truths
+    masks = [p.mask(settings.threshold, settings.gate, settings.min_area) for p in slices.predictions]
+    with top[3].popover("Worst slices by Dice", icon=":material/troubleshoot:", width="stretch"):
+        worst = gallery.worst_slices(slices.numbers, truths, masks)
+        st.caption("Slices with tumour in the truth or the prediction, lowest Dice first, at the current settings.")
+        for number, dice in worst:
+            st.button(f"Slice {number}: Dice {dice:.2f}", key=f"worst_{number}", on_click=jump_to,
+                      args=(number, bool(truths[slices.index(number)].any())), width="stretch")
+    nav = st.columns([1.4, 7, 1.4], vertical_alignment="center")
+    nav[0].button("◀ Previous", on_click=move_slice, args=(numbers, -1), width="stretch",
+                  disabled=st.session_state.slice == numbers[0])
+    if len(numbers) > 1:
+        nav[1].select_slider("Slice", numbers, key="slice", label_visibility="collapsed")
+    nav[2].button("Next ▶", on_click=move_slice, args=(numbers, 1), width="stretch",
+                  disabled=st.session_state.slice == numbers[-1])
+    number = st.session_state.slice
+    patient_split = gallery.patient_split(st.session_state.patient, split)
+    st.markdown(f"#### Slice {number} / {len(records)}  \n"
+                f"<span style='color:grey'>{st.session_state.patient} · {patient_split} split"
+                f"{' (seen in training: expect flattering results)' if patient_split in ('train', 'val') else ''}"
+                f"</span>", unsafe_allow_html=True)
+    i = slices.index(number)
+    slice_view(slices.images_u8[i], truths[i], slices.predictions[i], settings,
+               f"{st.session_state.patient}_{number}", key="gallery")
+    rows = service.area_rows(slices, settings.threshold, settings.gate, settings.min_area)
+    st.plotly_chart(viz.area_across_slices(
+        rows, number, f"Tumour area per slice: truth vs prediction, {st.session_state.patient}",
+        f"{patient_split} split · one patient, every slice · pipeline at threshold {settings.threshold:g}, "
+        f"gate {settings.gate:g}"), key="areas")
+
+
+# ---- upload --------------------------------------------------------------------------------------
+
+def upload_tab(settings: Settings) -> None:
+    st.markdown("Drop one or many slices. Masks are paired by the Kaggle naming (`x.tif` with `x_mask.tif`) "
+                "in either box. Files stay in memory and are never written to disk.")
+    left, right = st.columns([3, 2])
+    files = left.file_uploader("MRI slices (.tif, .tiff, .png, .jpg)", type=UPLOAD_TYPES,
+                               accept_multiple_files=True, key="uploads")
+    masks = right.file_uploader("Ground-truth masks (optional)", type=UPLOAD_TYPES,
+                                accept_multiple_files=True, key="upload_masks")
+    if not files:
+        st.caption("No slices uploaded yet: try the Kaggle files of any patient folder, or a PNG export of a "
+                   "FLAIR slice.")
+        return
+    pairs, unpaired = service.pair_uploads([(f.name, f.getvalue()) for f in files],
+                                           [(f.name, f.getvalue()) for f in masks or []])
+    results = [service.analyse_upload(name, data, mask) for name, data, mask in pairs]
+    for result in results:
+        if result.error:
+            st.error(result.error, icon=":material/block:")
+    if unpaired:
+        st.warning(f"Masks without a matching slice: {', '.join(unpaired)} (expected names like x_mask.tif "
+                   "beside x.tif)")
+    table = service.batch_table(results, settings.threshold, settings.gate, settings.min_area)
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "tumour probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+    st.download_button("Results (CSV)", service.csv_bytes(table), "brainseg_results.csv", "text/csv",
+                       on_click="ignore", key="upload_csv", icon=":material/download:")
+    good = [r for r in results if r.prediction is not None]
+    if not good:
+        return
+    shown = st.selectbox("Four-panel view of", [r.name for r in good], key="upload_shown") if len(good) > 1 \
+        else good[0].name
+    result = next(r for r in good if r.name == shown)
+    st.markdown(f"#### {result.name}" + (f"  \n<span style='color:grey'>mask: {result.mask_name}</span>"
+                                          if result.mask_name else ""), unsafe_allow_html=True)
+    slice_view(result.image_u8, result.truth, result.prediction, settings, Path(result.name).stem, key="upload")
+
+
+# ---- model card and test metrics -----------------------------------------------------------------
+
+def model_tab(metrics: dict | None) -> None:
+    st.subheader("Test metrics")
+    if metrics is None:
+        st.info("`weights/metrics_test.json` is missing: the test-split charts appear once it is computed.")
+    else:
+        columns = st.columns(3)
+        for column, figure, key in zip(columns, (viz.dice_distribution(metrics), viz.confusion_matrix(metrics),
+                                                 viz.roc_figure(metrics)), ("dice", "confusion", "roc")):
+            column.plotly_chart(figure, key=key)
+    st.subheader("Training")
+    columns = st.columns(2)
+    for column, kind in zip(columns, ("segmenter", "classifier")):
+        history = service.load_history(kind)
+        if history is None:
+            column.info(f"`weights/history_{kind}.json` is missing.")
+        else:
+            column.plotly_chart(viz.training_curves(history), key=f"history_{kind}")
+
+
+# ---- page ----------------------------------------------------------------------------------------
+
+def main() -> None:
+    st.set_page_config(page_title="brainseg · LGG tumour segmentation", page_icon=":material/neurology:", layout="wide")
+    defaults = pipeline_settings()
+    source = gallery.locate()
+    try:
+        patients = service.gallery_patients(str(source.folder))
+    except BrainsegError as err:
+        st.error(str(err))
+        patients = {}
+    restore_view(patients, defaults)
+    model = service.predictor()
+    settings = sidebar(source, patients, service.device_label(model), defaults)
+    metrics = service.load_test_metrics()
+    intro(metrics)
+    tabs = st.tabs([":material/photo_library: Gallery", ":material/upload_file: Upload",
+                    ":material/monitoring: Model & test metrics"])
+    with tabs[0]:
+        gallery_tab(source, patients, settings)
+    with tabs[1]:
+        upload_tab(settings)
+    with tabs[2]:
+        model_tab(metrics)
+    share_view()
+
+
+main()
