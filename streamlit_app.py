@@ -1,7 +1,7 @@
 """brainseg demo: brain-tumour detection and segmentation on FLAIR MRI slices (``streamlit run streamlit_app.py``).
 
-Widgets and layout only: models, caches and uploads live in ``brainseg.service``, the gallery's data in
-``brainseg.gallery``, pictures and charts in ``brainseg.viz``. The view (patient, slice, thresholds, image
+Widgets and layout only: models, caches, uploads and explanations live in ``brainseg.service``, the gallery's
+data in ``brainseg.gallery``, pictures and charts in ``brainseg.viz`` and ``brainseg.volume``. The view (patient, slice, thresholds, image
 view) is kept in the URL, so a copied link opens the same view.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from brainseg import gallery, service, viz
+from brainseg import explain, gallery, service, viz, volume
 from brainseg.data import KAGGLE_HINT, SliceRecord, load_split
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, pipeline_settings
@@ -93,6 +93,12 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
         st.caption(f"Defaults chosen on the validation patients: threshold {defaults['seg_threshold']:g}, "
                    f"gate {defaults['gate']:g}, minimum area {defaults['min_area']} px.")
         st.radio("Image", list(viz.VIEWS), format_func=viz.VIEWS.get, key="view", horizontal=True)
+        st.subheader("Explain")
+        st.toggle("Why (Grad-CAM)", key="grad_cam",
+                  help="A heat map of the image regions that raised the classifier's tumour score.")
+        st.toggle("Uncertainty (flip TTA)", key="tta",
+                  help="Run the segmenter on four flips of the slice and average them; a panel shows where the "
+                       "flips disagree. About four times the segmenter's cost.")
         st.divider()
         st.subheader("Gallery data")
         slices = sum(len(r) for r in patients.values())
@@ -132,13 +138,29 @@ def intro(metrics: dict | None) -> None:
 # ---- one slice: four panels, metrics, downloads -------------------------------------------------
 
 def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Prediction, settings: Settings,
-               stem: str, key: str) -> None:
-    """Four panels, the live metrics and the downloads of one slice."""
+               stem: str, key: str, image_key: str) -> None:
+    """The input check's caution (when it fires), four panels and the chosen explanations, the live metrics
+    and the downloads of one slice; ``image_key`` names the image in the explanation caches."""
+    extra = []
+    if st.session_state.tta:
+        augmented = service.tta(image_key, image_u8)
+        prediction = augmented.prediction()
+        extra.append(viz.Panel("Uncertainty: share of the 4 flips on the minority side (black 0 = all agree, "
+                               "yellow 0.5 = split)", viz.heat_image(augmented.disagreement(settings.threshold), 0.5)))
+    if st.session_state.grad_cam:
+        heat = service.grad_cam(image_key, image_u8)
+        extra.insert(0, viz.Panel("Why: what raised the classifier's tumour score (coarse map)",
+                                  explain.cam_overlay(viz.display_image(image_u8, st.session_state.view), heat)))
+    if prediction.check is not None and prediction.check.flagged:
+        st.warning(service.check_caution(prediction.check), icon=":material/warning:")
     mask = prediction.mask(settings.threshold, settings.gate, settings.min_area)
     panels = viz.four_panels(image_u8, truth, mask, st.session_state.view)
-    for column, panel in zip(st.columns(4), panels):
+    for column, panel in zip(st.columns(len(panels) + len(extra)), panels + extra):
         column.image(panel.image_u8, caption=panel.title, width="stretch")
     st.markdown(viz.legend_html(truth is not None), unsafe_allow_html=True)
+    if st.session_state.tta:
+        st.caption("Flip TTA on: the mask, metrics and downloads of this slice use the mean of the segmenter on "
+                   "four flips; the classifier, the input check and the patient charts use the plain models.")
     slice_metrics(service.slice_summary(prediction, truth, settings.threshold, settings.gate, settings.min_area),
                   settings)
     left, right, _ = st.columns([1.3, 1.1, 3])
@@ -234,13 +256,43 @@ def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRec
                 f"{' (seen in training: expect flattering results)' if patient_split in ('train', 'val') else ''}"
                 f"</span>", unsafe_allow_html=True)
     i = slices.index(number)
-    slice_view(slices.images_u8[i], truths[i], slices.predictions[i], settings,
-               f"{st.session_state.patient}_{number}", key="gallery")
-    rows = service.area_rows(slices, settings.threshold, settings.gate, settings.min_area)
-    st.plotly_chart(viz.area_across_slices(
-        rows, number, f"Tumour area per slice: truth vs prediction, {st.session_state.patient}",
+    patient = st.session_state.patient
+    slice_view(slices.images_u8[i], truths[i], slices.predictions[i], settings, f"{patient}_{number}",
+               key="gallery", image_key=service.gallery_key(str(source.folder), patient, number))
+    summary = volume.patient_summary(patient, slices.numbers, masks, truths)
+    areas = viz.area_across_slices(
+        list(zip(summary.slice_numbers, summary.true_px, summary.predicted_px)), number,
+        f"Tumour area per slice: truth vs prediction, {patient}",
         f"{patient_split} split · one patient, every slice · pipeline at threshold {settings.threshold:g}, "
-        f"gate {settings.gate:g}"), key="areas")
+        f"gate {settings.gate:g}")
+    if not st.toggle("Patient in 3D", key="patient_3d",
+                     help="The predicted and true tumour of every slice as rotatable surfaces, the per-slice "
+                          "table and a downloadable summary (CSV) and report (HTML)."):
+        st.plotly_chart(areas, key="areas")
+        return
+    volume_3d = volume.volume_figure(masks, truths, i, slices.numbers)
+    left, right = st.columns(2)
+    left.plotly_chart(volume_3d, key="volume_3d")
+    right.plotly_chart(areas, key="areas")
+    patient_downloads(summary, slices, masks, [volume_3d, areas], settings)
+
+
+def patient_downloads(summary: volume.PatientSummary, slices: service.PatientSlices, masks: list[np.ndarray],
+                    figures: list, settings: Settings) -> None:
+    """Per-slice table of one gallery patient, its per-volume Dice, and the CSV and HTML downloads."""
+    st.markdown(f"**{summary.patient}**: tumour predicted on {len(summary.predicted_slices)} of "
+                f"{len(summary.slice_numbers)} slices · per-volume Dice {summary.volume_dice:.3f} "
+                "(all slices stacked; per slice, both masks empty counts as 1)")
+    st.dataframe(summary.rows(), hide_index=True, height=250, key="patient_table")
+    left, right, _ = st.columns([1.3, 1.3, 3])
+    left.download_button("Patient summary (CSV)", volume.summary_csv(summary), f"{summary.patient}_summary.csv",
+                         "text/csv", key="patient_csv", on_click="ignore", width="stretch", icon=":material/download:")
+    pipeline = {"seg_threshold": settings.threshold, "gate": settings.gate, "min_area": settings.min_area}
+    view = st.session_state.view
+    right.download_button("Patient report (HTML)",
+                          lambda: service.patient_report(summary, slices, masks, figures, pipeline, view),
+                          f"{summary.patient}_report.html", "text/html", key="patient_html", on_click="ignore",
+                          width="stretch", icon=":material/download:")
 
 
 # ---- upload --------------------------------------------------------------------------------------
@@ -267,8 +319,10 @@ def upload_tab(settings: Settings) -> None:
         st.warning(f"Masks without a matching slice: {', '.join(unpaired)} (expected names like x_mask.tif "
                    "beside x.tif)")
     table = service.batch_table(results, settings.threshold, settings.gate, settings.min_area)
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "tumour probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+    st.dataframe(table, hide_index=True, width="stretch", placeholder="", column_config={
+        "tumour probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+        "check": st.column_config.TextColumn(help="Input check: ok, or what makes the file unlike the training "
+                                                  "slices (select a file below for every reason)")})
     st.download_button("Results (CSV)", service.csv_bytes(table), "brainseg_results.csv", "text/csv",
                        on_click="ignore", key="upload_csv", icon=":material/download:")
     good = [r for r in results if r.prediction is not None]
@@ -279,7 +333,8 @@ def upload_tab(settings: Settings) -> None:
     result = next(r for r in good if r.name == shown)
     st.markdown(f"#### {result.name}" + (f"  \n<span style='color:grey'>mask: {result.mask_name}</span>"
                                           if result.mask_name else ""), unsafe_allow_html=True)
-    slice_view(result.image_u8, result.truth, result.prediction, settings, Path(result.name).stem, key="upload")
+    slice_view(result.image_u8, result.truth, result.prediction, settings, Path(result.name).stem, key="upload",
+               image_key=result.key)
 
 
 # ---- model card and test metrics -----------------------------------------------------------------

@@ -17,13 +17,12 @@ from tqdm import tqdm
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, Predictor, pipeline_settings
 from brainseg.io import encode_png, read_slice
+from brainseg.viz import overlay
 from brainseg.weights import WEIGHTS_DIR
 
 CSV_NAME = "predictions.csv"
 COLUMNS = ("file", "tumour_probability", "predicted_area_px", "check_score", "verdict", "reasons",
            "mask_png", "overlay_png", "error")
-OVERLAY_COLOUR = np.array([255, 0, 0], np.float32)
-OVERLAY_ALPHA = 0.4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="segmenter threshold (default: weights/pipeline.json)")
     parser.add_argument("--gate", type=float, help="classifier gate (default: weights/pipeline.json)")
     parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files")
-
-
-def overlay(image_u8: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``HxWx3 uint8``: the slice with the mask blended in red."""
-    blended = image_u8.astype(np.float32)
-    blended[mask] = (1 - OVERLAY_ALPHA) * blended[mask] + OVERLAY_ALPHA * OVERLAY_COLOUR
-    return blended.round().astype(np.uint8)
 
 
 def output_stem(path: Path, taken: set[str]) -> str:
@@ -76,7 +68,7 @@ def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold:
         mask = prediction.mask(threshold, gate, min_area)
         stem = output_stem(path, taken)
         (out / f"{stem}_mask.png").write_bytes(encode_png(mask))
-        (out / f"{stem}_overlay.png").write_bytes(encode_png(overlay(image, mask)))
+        (out / f"{stem}_overlay.png").write_bytes(encode_png(overlay(image, mask, None)))
         rows.append(result_row(path, prediction, mask, f"{stem}_mask.png", f"{stem}_overlay.png"))
         if prediction.check is not None and prediction.check.flagged:
             tqdm.write(f"{path}: {prediction.check.verdict}: {'; '.join(prediction.check.reasons)}", file=sys.stderr)

@@ -2,22 +2,27 @@
 
 ``st.cache_resource`` holds the models (loaded and warmed up once, shared by every session, GPU when there is
 one); ``st.cache_data`` holds per-patient gallery predictions and per-upload predictions, bounded in entries and
-time. Uploaded bytes are decoded in memory and never written to disk.
+time, and so do the explanations (Grad-CAM, flip TTA), keyed on what names the image (the upload's digest, or
+folder/patient/slice). Uploaded bytes are decoded in memory and never written to disk.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from brainseg import metrics
+from brainseg import explain, metrics, viz, volume
+from brainseg.checks import FOREIGN, InputCheck
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
 from brainseg.gallery import load_patients
@@ -75,10 +80,32 @@ def patient_slices(folder: str, patient: str) -> PatientSlices:
     return PatientSlices([r.number for r in records], images, truths, predictor().predict_many(images))
 
 
-def area_rows(slices: PatientSlices, threshold: float, gate: float, min_area: int) -> list[tuple[int, int, int]]:
-    """``(slice, true_px, predicted_px)`` for every slice at the given settings."""
-    return [(n, int(t.sum()), int(p.mask(threshold, gate, min_area).sum()))
-            for n, t, p in zip(slices.numbers, slices.truths, slices.predictions)]
+def gallery_key(folder: str, patient: str, number: int) -> str:
+    """What names a gallery slice in the explanation caches."""
+    return f"{folder}/{patient}/{number}"
+
+
+def patient_report(summary: volume.PatientSummary, slices: PatientSlices, masks: Sequence[np.ndarray],
+                   figures: Sequence[go.Figure], settings: dict[str, float], view: str) -> bytes:
+    """The one-page HTML report of a gallery patient: its key slices as overlays in ``view``, ``figures``
+    (the 3D view and the area profile) and the per-slice table."""
+    overlays = {i: viz.overlay(viz.display_image(slices.images_u8[i], view), masks[i], slices.truths[i])
+                for i in volume.key_slices(summary)}
+    return volume.html_report(summary, overlays, figures, settings).encode()
+
+
+# ---- explanations ---------------------------------------------------------------------------------
+
+@st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner="Grad-CAM: what raised the tumour score…")
+def grad_cam(key: str, _image_u8: np.ndarray) -> np.ndarray:
+    """``HxW float32`` Grad-CAM heat map (0..1) of one slice, cached by ``key`` (the image is not hashed)."""
+    return explain.grad_cam(predictor(), [_image_u8])[0]
+
+
+@st.cache_data(max_entries=32, ttl=CACHE_TTL_S, show_spinner="Flip TTA: the segmenter on four flips…")
+def tta(key: str, _image_u8: np.ndarray) -> explain.TtaPrediction:
+    """The segmenter on the four flips of one slice, mapped back (cached by ``key``; the image is not hashed)."""
+    return explain.tta_predict_many(predictor(), [_image_u8])[0]
 
 
 # ---- uploads --------------------------------------------------------------------------------------
@@ -89,6 +116,7 @@ class UploadResult:
 
     name: str
     mask_name: str | None = None
+    key: str = ""                          # SHA-256 of the bytes: names the image in the explanation caches
     image_u8: np.ndarray | None = None     # HxWx3 uint8
     truth: np.ndarray | None = None        # HxW bool
     prediction: Prediction | None = None
@@ -138,7 +166,7 @@ def analyse_upload(name: str, data: bytes, mask: tuple[str, bytes] | None) -> Up
         truth = read_mask(mask[1], mask[0], shape=image.shape[:2]) if mask else None
     except BrainsegError as err:
         return UploadResult(name, mask[0] if mask else None, error=str(err))
-    return UploadResult(name, mask[0] if mask else None, image, truth, prediction)
+    return UploadResult(name, mask[0] if mask else None, hashlib.sha256(data).hexdigest(), image, truth, prediction)
 
 
 # ---- what the page shows about a prediction ------------------------------------------------------
@@ -154,11 +182,34 @@ def slice_summary(prediction: Prediction, truth: np.ndarray | None, threshold: f
     return summary
 
 
+def check_caution(check: InputCheck) -> str:
+    """The warning above a flagged slice's panels (Markdown): that the prediction is unreliable, and why."""
+    headline = ("**This image is unlike the training data: the prediction below is unreliable.**"
+                if check.verdict == FOREIGN else
+                "**This image differs from the training slices: the prediction below may be unreliable.**")
+    reasons = "\n".join(f"- {reason}" for reason in check.reasons)
+    return (f"{headline} The models only know axial brain MRI slices of low-grade glioma patients with three "
+            f"sequences (pre-contrast, FLAIR, post-contrast) at 256x256; on anything else they still answer, "
+            f"often confidently and wrongly. What the input check found:\n\n{reasons}")
+
+
+def check_label(check: InputCheck | None) -> str:
+    """The batch table's check cell: the verdict and, when flagged, the first reason in short ("" without a check)."""
+    if check is None:
+        return ""
+    if not check.flagged:
+        return check.verdict
+    short = re.split(r" \(|;|:", check.reasons[0])[0]
+    more = f" (+{len(check.reasons) - 1} more)" if len(check.reasons) > 1 else ""
+    return f"{check.verdict}: {short}{more}"
+
+
 def batch_table(results: Sequence[UploadResult], threshold: float, gate: float, min_area: int) -> pd.DataFrame:
-    """One row per uploaded file: status, probability, area and, with a mask, Dice and IoU."""
+    """One row per uploaded file: status, input check, probability, area and, with a mask, Dice and IoU."""
     rows = []
     for r in results:
-        row: dict = {"file": r.name, "mask": r.mask_name or "", "status": "error" if r.error else "ok"}
+        row: dict = {"file": r.name, "mask": r.mask_name or "", "status": "error" if r.error else "ok",
+                     "check": check_label(r.prediction.check) if r.prediction else ""}
         if r.prediction is not None:
             s = slice_summary(r.prediction, r.truth, threshold, gate, min_area)
             row.update({"tumour probability": round(s["tumour_probability"], 4), "predicted px": s["predicted_px"],

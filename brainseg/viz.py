@@ -26,6 +26,9 @@ OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
 
 TRUE_COLOUR, PREDICTED_COLOUR = "#0099ff", "#ff4b6e"
 
+# Heat-map ramp (black -> purple -> red -> orange -> pale yellow, close to matplotlib's "magma").
+HEAT_RAMP = np.array([(0, 0, 4), (81, 18, 124), (183, 55, 121), (252, 137, 97), (252, 253, 191)], np.float32)
+
 
 @dataclass(frozen=True)
 class Panel:
@@ -73,6 +76,14 @@ def overlay(image_u8: np.ndarray, predicted: np.ndarray, truth: np.ndarray | Non
     for name, region in regions.items():
         blended[region] = (1 - OVERLAY_ALPHA) * blended[region] + OVERLAY_ALPHA * np.array(OVERLAY_COLOURS[name])
     return np.round(blended).astype(np.uint8)
+
+
+def heat_image(values: np.ndarray, high: float = 1.0) -> np.ndarray:
+    """``HxW float`` in ``0..high`` -> ``HxWx3 uint8`` on a black-to-yellow ramp (values outside are clipped)."""
+    position = np.clip(values / high, 0.0, 1.0) * (len(HEAT_RAMP) - 1)
+    stops = np.arange(len(HEAT_RAMP))
+    channels = [np.interp(position, stops, HEAT_RAMP[:, c]) for c in range(3)]
+    return np.round(np.stack(channels, axis=-1)).astype(np.uint8)
 
 
 def legend(has_truth: bool) -> dict[str, str]:

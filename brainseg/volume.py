@@ -18,12 +18,11 @@ from skimage.measure import marching_cubes
 
 from brainseg import metrics
 from brainseg.io import encode_png
+from brainseg.viz import PREDICTED_COLOUR, TRUE_COLOUR
 
 # Display only: the dataset gives no voxel spacing; LGG FLAIR slices are several times thicker than a
 # 256-pixel in-plane step, so the 3D view stretches the slice axis by this factor to look like a head.
 SLICE_SPACING = 4.0
-PREDICTED_COLOUR = "#d62728"
-TRUE_COLOUR = "#2ca02c"
 CSV_COLUMNS = ("patient", "slice", "predicted_tumour", "predicted_px", "true_tumour", "true_px", "dice")
 DISCLAIMER = "Research demo, not a medical device: not for diagnosis or treatment decisions."
 
@@ -143,22 +142,6 @@ def volume_figure(predicted: Sequence[np.ndarray], truths: Sequence[np.ndarray],
         height=520, margin={"l": 0, "r": 0, "t": 40, "b": 0}, legend={"orientation": "h", "y": -0.02},
         title={"text": "patient in 3D: predicted vs true tumour", "font": {"size": 14}},
     )
-    return figure
-
-
-def area_profile_figure(summary: PatientSummary, current: int) -> go.Figure:
-    """Predicted and true tumour area per slice, with the shown slice marked."""
-    figure = go.Figure()
-    figure.add_trace(go.Scatter(x=summary.slice_numbers, y=summary.true_px, name="true area", mode="lines+markers",
-                                line={"color": TRUE_COLOUR}))
-    figure.add_trace(go.Scatter(x=summary.slice_numbers, y=summary.predicted_px, name="predicted area",
-                                mode="lines+markers", line={"color": PREDICTED_COLOUR}))
-    number = summary.slice_numbers[current]
-    figure.add_vline(x=number, line={"color": "#1f77b4", "width": 2, "dash": "dash"},
-                     annotation_text=f"shown slice {number}", annotation_position="top")
-    figure.update_layout(xaxis_title="slice", yaxis_title="tumour area (px)", meta={"current": current},
-                         margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
-                         title={"text": f"{summary.patient}: tumour area per slice", "font": {"size": 14}})
     return figure
 
 

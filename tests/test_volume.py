@@ -67,13 +67,6 @@ def test_3d_view_of_an_empty_prediction_still_marks_the_slice(patient):
     assert [t.type for t in figure.data] == ["mesh3d", "scatter3d"]
 
 
-def test_area_profile_marks_the_shown_slice(summary):
-    current = 10
-    figure = volume.area_profile_figure(summary, current)
-    assert list(figure.data[0].y) == summary.true_px and list(figure.data[1].y) == summary.predicted_px
-    assert figure.layout.shapes[0].x0 == summary.slice_numbers[current]
-
-
 def test_key_slices_are_the_largest_tumours(summary):
     keys = volume.key_slices(summary, 3)
     assert len(keys) == 3 and keys == sorted(keys)
@@ -93,7 +86,7 @@ def test_csv_has_a_row_per_slice_and_the_volume(summary):
 def test_html_report_holds_numbers_slices_figures_and_disclaimer(patient, summary):
     numbers, images, predicted, truths = patient
     keys = volume.key_slices(summary, 3)
-    figures = [volume.volume_figure(predicted, truths, keys[0], numbers), volume.area_profile_figure(summary, keys[0])]
+    figures = [volume.volume_figure(predicted, truths, keys[0], numbers), volume.volume_figure(predicted, truths, keys[1], numbers)]
     page = volume.html_report(summary, {i: images[i] for i in keys}, figures, {"seg_threshold": 0.5}, plotly_js="cdn")
     assert "not a medical device" in page
     assert PATIENT in page and f"{summary.volume_dice:.4f}" in page
