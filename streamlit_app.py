@@ -17,7 +17,7 @@ from brainseg import explain, gallery, service, viz, volume
 from brainseg.data import KAGGLE_HINT, SliceRecord, load_split
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, pipeline_settings
-from brainseg.io import encode_png
+from brainseg.io import MAX_FILES_PER_BATCH, encode_png
 from brainseg.weights import WEIGHTS_DIR
 
 PAPER = "Deng, Cui & Liu (2024), *Head Tumor Segmentation and Detection Based on ResUNet*"
@@ -308,6 +308,10 @@ def upload_tab(settings: Settings) -> None:
     if not files:
         st.caption("No slices uploaded yet: try the Kaggle files of any patient folder, or a PNG export of a "
                    "FLAIR slice.")
+        return
+    if len(files) + len(masks or []) > MAX_FILES_PER_BATCH:
+        st.error(f"{len(files) + len(masks or [])} files in one batch; at most {MAX_FILES_PER_BATCH} (slices and "
+                 "masks together) are analysed at once. Remove some and try again.", icon=":material/block:")
         return
     pairs, unpaired = service.pair_uploads([(f.name, f.getvalue()) for f in files],
                                            [(f.name, f.getvalue()) for f in masks or []])

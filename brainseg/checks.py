@@ -31,7 +31,7 @@ from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.errors import BrainsegError
 from brainseg.io import SUFFIXES, read_slice
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
-from brainseg.weights import WEIGHTS_DIR, sha256
+from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 if TYPE_CHECKING:
     from brainseg.inference import Predictor
@@ -141,6 +141,7 @@ def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | Non
         return None
     try:
         payload = json.loads(json_path.read_text())
+        verify(weights_dir / CHECK_TENSORS)
         tensors = load_file(str(weights_dir / CHECK_TENSORS))
         calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
                                   tensors["train_features"].float(), payload["classifier_sha256"])

@@ -1,0 +1,277 @@
+"""``python -m brainseg benchmark``: how fast the shipped path is, against eager fp32 and the reference U-Net.
+
+Prints per-slice latency (p50/p95 over ``--repeats`` calls at batch 1), throughput at ``--batch``, FLOPs per
+slice and the fraction of this machine's measured matmul peak, for the classifier, the segmenter, the whole
+pipeline and the dataset author's U-Net (:mod:`brainseg.reference`, untrained), each on the fast path
+(``Predictor`` default: bf16 autocast + channels_last where the CPU has native bf16) and in eager fp32.
+Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
+Cold start (fresh interpreter: import, load both models, first prediction) and peak resident memory come
+from ``--cold-runs`` subprocesses. A quick sanity run: ``--repeats 2 --batch-repeats 1 --cold-runs 1``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from brainseg import metrics
+from brainseg.data import index_dataset
+from brainseg.inference import Prediction, Predictor, pipeline_settings
+from brainseg.io import read_slice
+from brainseg.preprocess import MODEL_SIZE, preprocess
+from brainseg.reference import ReferenceUNet
+from brainseg.samples import SAMPLES_DIR
+from brainseg.weights import WEIGHTS_DIR
+
+# The fast path must stay this close to eager fp32 on real slices (checked by tests/test_benchmark.py).
+# bf16 keeps 8 mantissa bits: a few boundary pixels move by up to ~0.08 (measured), the mean by ~0.0005.
+PROBABILITY_TOLERANCE = 0.1          # max |p_fast - p_fp32| over all pixels of all slices
+MEAN_PROBABILITY_TOLERANCE = 0.002   # mean |p_fast - p_fp32| over all pixels
+TUMOUR_PROBABILITY_TOLERANCE = 0.01  # max difference of the classifier's tumour probability
+MASK_AGREEMENT = 0.99                # Dice of the pipeline masks, pooled over the slices
+
+VARIANTS = ("fast", "fp32")
+GEMM_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class Row:
+    """Timings of one model in one variant; times per slice."""
+
+    model: str
+    variant: str      # "fast" (the Predictor's default) or "fp32" (eager)
+    precision: str    # what the variant ran in on this machine: "bf16" or "fp32"
+    gflop_per_slice: float
+    p50_ms: float
+    p95_ms: float
+    slices_per_s: float
+    peak_fraction: float
+
+
+def load_slices(folder: str | Path, count: int) -> list[np.ndarray]:
+    """``count`` real slices evenly spread over a kaggle_3m-layout folder (the bundled samples by default)."""
+    records = index_dataset(folder)
+    step = max(len(records) // count, 1)
+    return [read_slice(record.image_path) for record in records[::step][:count]]
+
+
+def matmul_peak_gflops(dtype: torch.dtype, repeats: int, size: int = GEMM_SIZE) -> float:
+    """Best GFLOP/s of a ``size``-square GEMM in ``dtype`` over ``repeats`` runs (this machine's peak)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def count_flops(model: nn.Module, batch: torch.Tensor) -> int:
+    """FLOPs (multiply and add counted apart) of one forward pass, from ``FlopCounterMode``."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(batch)
+    return counter.get_total_flops()
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _forward(model: nn.Module, batch: torch.Tensor,
+             autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Callable[[], object]:
+    """A call running ``model`` on ``batch`` in inference mode, under a predictor's ``autocast``."""
+    def call() -> object:
+        with torch.inference_mode(), autocast():
+            return model(batch)
+    return call
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each call, ``repeats`` rounds of all calls in turn after ``warmup`` untimed rounds."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, call in calls.items():
+            times[key].append(_seconds(call))
+    return times
+
+
+def agreement(fast: Sequence[Prediction], eager: Sequence[Prediction], settings: dict[str, float]) -> dict[str, float]:
+    """How far the fast path strays from eager fp32: probability differences and pooled mask Dice."""
+    mask_counts = metrics.Counts(0, 0, 0)
+    differences = np.concatenate([np.abs(a.probability - b.probability).ravel() for a, b in zip(fast, eager)])
+    for a, b in zip(fast, eager):
+        mask_counts = mask_counts + metrics.counts(a.mask(settings["seg_threshold"], settings["gate"],
+                                                          int(settings["min_area"])),
+                                                   b.mask(settings["seg_threshold"], settings["gate"],
+                                                          int(settings["min_area"])))
+    return {
+        "max_probability_difference": float(differences.max()),
+        "mean_probability_difference": float(differences.mean()),
+        "max_tumour_probability_difference": max(abs(a.tumour_probability - b.tumour_probability)
+                                                 for a, b in zip(fast, eager)),
+        "mask_dice": metrics.dice(mask_counts),
+    }
+
+
+def _reference_model(fast: bool) -> nn.Module:
+    model = ReferenceUNet().eval()
+    return model.to(memory_format=torch.channels_last) if fast else model
+
+
+def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray], batch_size: int,
+                 repeats: int, batch_repeats: int, warmup: int, peaks: dict[str, float]) -> list[Row]:
+    """Rows for classifier, segmenter, pipeline and reference U-Net in each variant."""
+    single, batch = [images[0]], list(images[:batch_size])
+    calls_1: dict[tuple[str, str], Callable[[], object]] = {}
+    calls_n: dict[tuple[str, str], Callable[[], object]] = {}
+    flops: dict[tuple[str, str], int] = {}
+    for variant, predictor in predictors.items():
+        tensor_1, tensor_n = predictor.tensors(single), predictor.tensors(batch)
+        models = {"classifier": predictor.classifier, "segmenter": predictor.segmenter,
+                  "reference U-Net": _reference_model(predictor.precision == "bf16")}
+        for name, model in models.items():
+            calls_1[name, variant] = _forward(model, tensor_1, predictor.autocast)
+            calls_n[name, variant] = _forward(model, tensor_n, predictor.autocast)
+            flops[name, variant] = count_flops(model, tensor_1)
+        calls_1["pipeline", variant] = lambda p=predictor: p.predict(single[0])
+        calls_n["pipeline", variant] = lambda p=predictor: p.predict_many(batch, batch_size)
+        flops["pipeline", variant] = flops["classifier", variant] + flops["segmenter", variant]
+    keys = {str(key): key for key in calls_1}
+    times_1 = interleaved_times({label: calls_1[key] for label, key in keys.items()}, repeats, warmup)
+    times_n = interleaved_times({label: calls_n[key] for label, key in keys.items()}, batch_repeats, 1)
+    rows = []
+    for label, (name, variant) in keys.items():
+        per_call_ms = np.array(times_1[label]) * 1e3
+        slices_per_s = len(batch) / float(np.median(times_n[label]))
+        achieved = flops[name, variant] * slices_per_s / 1e9
+        rows.append(Row(name, variant, predictors[variant].precision, flops[name, variant] / 1e9,
+                        float(np.percentile(per_call_ms, 50)), float(np.percentile(per_call_ms, 95)),
+                        slices_per_s, achieved / peaks[predictors[variant].precision]))
+    order = ("pipeline", "classifier", "segmenter", "reference U-Net")
+    return sorted(rows, key=lambda row: (order.index(row.model), row.variant))
+
+
+def cold_start(variant: str, weights_dir: str | Path, threads: int | None, compiled: bool,
+               runs: int) -> dict[str, float]:
+    """Median seconds from spawning a fresh interpreter to its first prediction (:func:`cold_child`), and the
+    largest peak RSS (MB) after a further batch of 16; ``variant`` is fast, fp32 or reference."""
+    set_threads = f"torch.set_num_threads({threads}); " if threads else ""
+    results = []
+    for _ in range(runs):
+        code = (f"import json, torch; {set_threads}from brainseg.benchmark import cold_child; "
+                f"print(json.dumps(cold_child({variant!r}, {str(weights_dir)!r}, {time.time()!r}, {compiled!r})))")
+        command = [sys.executable, "-c", code]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    return {"cold_start_s": float(np.median([r["cold_start_s"] for r in results])),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+
+
+def compile_models(predictor: Predictor) -> None:
+    """Replace the predictor's models by their ``torch.compile`` versions (an experiment, not shipped)."""
+    predictor.segmenter = torch.compile(predictor.segmenter)
+    predictor.classifier = torch.compile(predictor.classifier)
+
+
+def cold_child(variant: str, weights_dir: str | Path, started: float, compiled: bool) -> dict[str, float]:
+    """In a fresh process started at ``started`` (``time.time()``): load, predict one slice (the cold start),
+    then a batch of 16 (for peak memory)."""
+    image = np.zeros((MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
+    image[64:192, 64:192] = 120
+    if variant == "reference":
+        model = ReferenceUNet().eval()
+        _forward(model, torch.from_numpy(preprocess(image))[None])()
+        elapsed = time.time() - started
+        _forward(model, torch.from_numpy(np.stack([preprocess(image)] * 16)))()
+    else:
+        predictor = Predictor(weights_dir, device="cpu", precision="auto" if variant == "fast" else "fp32")
+        if compiled and variant == "fast":
+            compile_models(predictor)
+        predictor.predict(image)
+        elapsed = time.time() - started
+        predictor.predict_many([image] * 16)
+    return {"cold_start_s": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def format_report(result: dict) -> str:
+    """Markdown tables of a benchmark result."""
+    lines = [f"machine: {result['machine']}",
+             f"matmul peak ({GEMM_SIZE}x{GEMM_SIZE} GEMM, best of runs): fp32 {result['peaks']['fp32']:.0f} "
+             f"GFLOP/s, bf16 {result['peaks']['bf16']:.0f} GFLOP/s", "",
+             f"| model | variant | GFLOP/slice | p50 ms (batch 1) | p95 ms | slices/s (batch {result['batch']}) "
+             "| % of matmul peak |", "|---|---|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['model']} | {row['variant']} ({row['precision']}) | {row['gflop_per_slice']:.2f} | "
+                     f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['slices_per_s']:.1f} | "
+                     f"{100 * row['peak_fraction']:.1f} |")
+    lines += ["", f"pipeline speed-up, fast over eager fp32: {result['speedup_p50']:.2f}x at batch 1 (p50), "
+              f"{result['speedup_throughput']:.2f}x at batch {result['batch']}"]
+    lines.append("fast vs fp32 on these slices: " + ", ".join(f"{k} {v:.4f}" for k, v in result["agreement"].items()))
+    if result["cold"]:
+        lines += ["", "| process | cold start s (median) | peak RSS MB |", "|---|---:|---:|"]
+        lines += [f"| {variant} | {cold['cold_start_s']:.2f} | {cold['peak_rss_mb']:.0f} |"
+                  for variant, cold in result["cold"].items()]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files")
+    parser.add_argument("--data", default=str(SAMPLES_DIR), help="kaggle_3m-layout folder of real slices")
+    parser.add_argument("--batch", type=int, default=16, help="batch size of the throughput figures")
+    parser.add_argument("--repeats", type=int, default=30, help="timed batch-1 calls per configuration")
+    parser.add_argument("--batch-repeats", type=int, default=5, help="timed batches per configuration")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batch-1 calls first")
+    parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes per variant; 0 skips")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models of the fast path")
+    parser.add_argument("--json", help="also write the result here")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = load_slices(args.data, args.batch)
+    predictors = {"fast": Predictor(args.weights, device="cpu"),
+                  "fp32": Predictor(args.weights, device="cpu", precision="fp32")}
+    if args.compile:
+        compile_models(predictors["fast"])
+    peak_repeats = max(args.batch_repeats, 3)
+    peaks = {"fp32": matmul_peak_gflops(torch.float32, peak_repeats),
+             "bf16": matmul_peak_gflops(torch.bfloat16, peak_repeats)}
+    rows = timing_table(predictors, images, args.batch, args.repeats, args.batch_repeats, args.warmup, peaks)
+    pipeline = {row.variant: row for row in rows if row.model == "pipeline"}
+    result = {
+        "machine": machine(), "batch": args.batch, "repeats": args.repeats, "batch_repeats": args.batch_repeats,
+        "compiled": args.compile, "peaks": peaks, "rows": [asdict(row) for row in rows],
+        "speedup_p50": pipeline["fp32"].p50_ms / pipeline["fast"].p50_ms,
+        "speedup_throughput": pipeline["fast"].slices_per_s / pipeline["fp32"].slices_per_s,
+        "agreement": agreement(predictors["fast"].predict_many(images), predictors["fp32"].predict_many(images),
+                               pipeline_settings(args.weights)),
+        "cold": {variant: cold_start(variant, args.weights, args.threads, args.compile, args.cold_runs)
+                 for variant in (*VARIANTS, "reference")} if args.cold_runs > 0 else {},
+    }
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result

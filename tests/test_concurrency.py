@@ -1,0 +1,124 @@
+"""Eight browser sessions at once against one ``streamlit run`` server: gallery steps and uploads, bounded in time.
+
+Each session opens its own patient and slice, steps with "Next ▶" and uploads its own Kaggle file; every
+session must see its own slice and file, no page may show an exception, and the server must hold one copy of
+the models (its resident memory with eight sessions stays well below eight times that with one).
+The server and browser fixtures are the end-to-end test's (tests/test_browser.py).
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from brainseg import gallery
+from brainseg.data import by_patient, index_dataset
+
+pytest.importorskip("playwright.sync_api")
+from test_browser import FIRST_VIEW_MS, STEP_MS, browser, server  # noqa: E402,F401  (fixtures)
+
+SESSIONS = 8
+STEPS = 2
+DEADLINE_S = 1200         # the whole exercise, first model load included, on a CPU shared with training
+IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"   # Streamlit's "running" indicator gone
+UPLOADS = ("TCGA_CS_4942_19970222_11.tif", "TCGA_CS_4942_19970222_3.tif")
+
+
+def server_pid(url: str) -> int:
+    """The process serving ``url`` (``streamlit run ... --server.port PORT``), found in /proc."""
+    port = url.rsplit(":", 1)[1]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"streamlit" in b" ".join(arguments) and port.encode() in arguments:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no streamlit process on port {port}")
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """Resident (VmRSS) and peak resident (VmHWM) memory of ``pid`` in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def heading(page, text: str):
+    return page.get_by_role("heading", name=text, exact=True)
+
+
+def open_session(session: dict, url: str) -> None:
+    session["page"].goto(f"{url}/?patient={session['patient']}&slice={session['slice']}")
+    heading(session["page"], f"Slice {session['slice']} / {session['count']}").wait_for(timeout=FIRST_VIEW_MS)
+    session["page"].wait_for_function(IDLE, timeout=FIRST_VIEW_MS)
+
+
+def test_eight_sessions_at_once(server: str, browser, originals: Path) -> None:
+    start = time.monotonic()
+    patients = by_patient(index_dataset(gallery.SAMPLES_DIR))
+    names = sorted(patients)
+    pid = server_pid(server)
+    sessions = []
+    for i in range(SESSIONS):
+        patient = names[i % len(names)]
+        first = patients[patient][1 + i].number
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(STEP_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
+        sessions.append({"page": page, "context": context, "errors": errors, "patient": patient, "slice": first,
+                         "count": len(patients[patient]), "upload": UPLOADS[i % len(UPLOADS)]})
+    open_session(sessions[0], server)       # one session first: the server's memory with the models and one user
+    memory_one = memory_mb(pid)
+    print(f"\nfirst session: {time.monotonic() - start:.0f} s, server {memory_one['VmRSS']:.0f} MB", flush=True)
+    opened = time.monotonic()
+    for s in sessions[1:]:                  # the other seven open before any is waited on: they load at once
+        s["page"].goto(f"{server}/?patient={s['patient']}&slice={s['slice']}")
+    for s in sessions[1:]:
+        heading(s["page"], f"Slice {s['slice']} / {s['count']}").wait_for(timeout=FIRST_VIEW_MS)
+    first_views = time.monotonic() - opened
+    print(f"{SESSIONS} sessions open: {first_views:.0f} s for the last seven first views", flush=True)
+
+    step_times = []
+    for _ in range(STEPS):
+        clicked = time.monotonic()
+        for s in sessions:
+            s["page"].get_by_role("button", name="Next ▶").click()
+            s["slice"] += 1
+        for s in sessions:
+            heading(s["page"], f"Slice {s['slice']} / {s['count']}").wait_for(timeout=FIRST_VIEW_MS)
+        step_times.append(time.monotonic() - clicked)
+        print(f"step: {step_times[-1]:.1f} s for all sessions", flush=True)
+
+    uploaded = time.monotonic()
+    for s in sessions:
+        s["page"].get_by_role("tab", name=re.compile("Upload")).click()
+        s["page"].locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
+            str(originals / s["upload"]))
+    for s in sessions:
+        heading(s["page"], s["upload"]).wait_for(timeout=FIRST_VIEW_MS)
+    upload_time = time.monotonic() - uploaded
+
+    for s in sessions:
+        page = s["page"]
+        page.wait_for_function(IDLE, timeout=FIRST_VIEW_MS)   # eight reruns share the CPU: wait longer than one
+        other = next(name for name in UPLOADS if name != s["upload"])
+        assert heading(page, other).count() == 0, "a session sees another session's upload"
+        page.get_by_role("tab", name=re.compile("Gallery")).click()
+        assert heading(page, f"Slice {s['slice']} / {s['count']}").is_visible(), "a session lost its own slice"
+        assert page.locator("[data-testid=stException]").count() == 0
+        assert s["errors"] == []
+        s["context"].close()
+    memory_after = memory_mb(pid)
+    total = time.monotonic() - start
+    print(f"{SESSIONS} sessions at once ({len(names)} patients, {STEPS} gallery steps and 1 upload each): "
+          f"seven more first views {first_views:.0f} s, "
+          f"steps {', '.join(f'{t:.1f}' for t in step_times)} s for all sessions, "
+          f"uploads {upload_time:.1f} s, total {total:.0f} s")
+    print(f"server memory: {memory_one['VmRSS']:.0f} MB resident with one session, {memory_after['VmRSS']:.0f} MB "
+          f"after {SESSIONS}, peak {memory_after['VmHWM']:.0f} MB")
+    assert total < DEADLINE_S
+    assert memory_after["VmRSS"] < 2 * memory_one["VmRSS"], "memory grows per session: models loaded per session?"
