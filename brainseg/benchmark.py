@@ -206,7 +206,18 @@ def cold_child(variant: str, weights_dir: str | Path, started: float, compiled: 
         predictor.predict(image)
         elapsed = time.time() - started
         predictor.predict_many([image] * 16)
-    return {"cold_start_s": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"cold_start_s": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB. Linux's ``ru_maxrss`` carries the parent's peak across
+    fork + exec (every child would report at least the benchmark's own size), so read ``VmHWM`` instead."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def format_report(result: dict) -> str:
