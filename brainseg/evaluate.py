@@ -76,11 +76,7 @@ def overlap_report(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) ->
 
 def volume_report(results: Sequence[Evaluated], masks: Sequence[np.ndarray]) -> dict:
     """Per-volume Dice: each patient's slices stacked into one volume."""
-    per_patient: dict[str, metrics.Counts] = {}
-    for result, mask in zip(results, masks):
-        c = metrics.counts(mask, result.truth)
-        per_patient[result.record.patient] = per_patient.get(result.record.patient, metrics.Counts(0, 0, 0)) + c
-    dices = {p: metrics.dice(c) for p, c in per_patient.items()}
+    dices = metrics.volume_dice([r.record.patient for r in results], masks, [r.truth for r in results])
     return {"patients": len(dices), **{f"dice_{k}": v for k, v in _summary(list(dices.values())).items()},
             "per_patient": dices}
 

@@ -5,6 +5,7 @@ Empty-mask rule for every overlap metric: truth and prediction both empty = 1, e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -83,6 +84,14 @@ def overlap(c: Counts) -> Overlap:
 
 def slice_overlap(pred: np.ndarray, truth: np.ndarray) -> Overlap:
     return overlap(counts(pred, truth))
+
+
+def volume_dice(patients: Sequence[str], preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, float]:
+    """Per-volume Dice: each patient's slices (given in any order, one patient name per slice) stacked."""
+    per_patient: dict[str, Counts] = {}
+    for patient, pred, truth in zip(patients, preds, truths):
+        per_patient[patient] = per_patient.get(patient, Counts(0, 0, 0)) + counts(pred, truth)
+    return {patient: dice(c) for patient, c in per_patient.items()}
 
 
 # ---- training loss (soft, differentiable) --------------------------------------------------------

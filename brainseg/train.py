@@ -104,15 +104,10 @@ def validate(kind: str, model: torch.nn.Module, dataset: SliceDataset, device: t
     if kind == "segmenter":
         predicted = np.concatenate(outputs)
         truth = dataset.masks.numpy()[:, 0] > 0
-        pooled = metrics.Counts(0, 0, 0)
-        per_patient: dict[str, metrics.Counts] = {}
-        for i, record in enumerate(dataset.records):
-            c = metrics.counts(predicted[i], truth[i])
-            per_patient[record.patient] = per_patient.get(record.patient, metrics.Counts(0, 0, 0)) + c
-            if labels[i]:
-                pooled = pooled + c
+        pooled = metrics.counts(predicted[labels], truth[labels])
+        volumes = metrics.volume_dice([r.patient for r in dataset.records], predicted, truth)
         result["val_tversky"] = metrics.tversky(pooled)
-        result["volume_dice"] = float(np.mean([metrics.dice(c) for c in per_patient.values()]))
+        result["volume_dice"] = float(np.mean(list(volumes.values())))
         result["val_metric"] = result["val_tversky"]
     else:
         scores = np.concatenate(outputs)
