@@ -5,6 +5,8 @@ slice and the fraction of this machine's measured matmul peak, for the classifie
 pipeline and the dataset author's U-Net (:mod:`brainseg.reference`, untrained), each on the fast path
 (``Predictor`` default: bf16 autocast + channels_last where the CPU has native bf16) and in eager fp32.
 Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
+The extras table gives what the app adds on top of a batch-1 prediction: the input check (already inside
+the pipeline's time, shown apart), Grad-CAM of the classifier and flip test-time augmentation of the segmenter.
 Cold start (fresh interpreter: import, load both models, first prediction) and peak resident memory come
 from ``--cold-runs`` subprocesses. A quick sanity run: ``--repeats 2 --batch-repeats 1 --cold-runs 1``.
 """
@@ -27,7 +29,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from brainseg import metrics
+from brainseg import explain, metrics
+from brainseg.checks import assess
 from brainseg.data import index_dataset
 from brainseg.inference import Prediction, Predictor, pipeline_settings
 from brainseg.io import read_slice
@@ -167,6 +170,31 @@ def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
     return sorted(rows, key=lambda row: (order.index(row.model), row.variant))
 
 
+def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: int) -> list[dict[str, float]]:
+    """Per-slice p50 ms at batch 1 of the pipeline and of what the app adds to it, interleaved on one slice.
+
+    ``added_ms`` is the cost on top of a plain prediction: the input check runs inside every prediction
+    (its figure is its share), Grad-CAM runs after it, and flip-TTA replaces it (TTA minus the pipeline).
+    """
+    features, _ = predictor.classifier_outputs(predictor.tensors([image]))
+    calls = {
+        "pipeline": lambda: predictor.predict(image),
+        "input check": lambda: assess(image, features[0], predictor.input_check),
+        "Grad-CAM": lambda: explain.grad_cam(predictor, [image]),
+        "flip TTA (4 members)": lambda: explain.tta_predict_many(predictor, [image]),
+    }
+    if predictor.input_check is None:
+        del calls["input check"]
+    medians = {name: float(np.median(seconds)) * 1e3
+               for name, seconds in interleaved_times(calls, repeats, warmup).items()}
+    pipeline_ms = medians["pipeline"]
+    rows = []
+    for name, ms in medians.items():
+        added = ms - pipeline_ms if name.startswith("flip TTA") else (0.0 if name == "pipeline" else ms)
+        rows.append({"step": name, "p50_ms": ms, "added_ms": added, "added_fraction": added / pipeline_ms})
+    return rows
+
+
 def cold_start(variant: str, weights_dir: str | Path, threads: int | None, compiled: bool,
                runs: int) -> dict[str, float]:
     """Median seconds from spawning a fresh interpreter to its first prediction (:func:`cold_child`), and the
@@ -234,6 +262,10 @@ def format_report(result: dict) -> str:
     lines += ["", f"pipeline speed-up, fast over eager fp32: {result['speedup_p50']:.2f}x at batch 1 (p50), "
               f"{result['speedup_throughput']:.2f}x at batch {result['batch']}"]
     lines.append("fast vs fp32 on these slices: " + ", ".join(f"{k} {v:.4f}" for k, v in result["agreement"].items()))
+    lines += ["", "| step (batch 1) | p50 ms | added to a prediction, ms | added, % of a prediction |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {row['step']} | {row['p50_ms']:.1f} | {row['added_ms']:.1f} | {100 * row['added_fraction']:.1f} |"
+              for row in result["extras"]]
     if result["cold"]:
         lines += ["", "| process | cold start s (median) | peak RSS MB |", "|---|---:|---:|"]
         lines += [f"| {variant} | {cold['cold_start_s']:.2f} | {cold['peak_rss_mb']:.0f} |"
@@ -280,6 +312,7 @@ def run(args: argparse.Namespace) -> dict:
         "speedup_throughput": pipeline["fast"].slices_per_s / pipeline["fp32"].slices_per_s,
         "agreement": agreement(predictors["fast"].predict_many(images), predictors["fp32"].predict_many(images),
                                pipeline_settings(args.weights)),
+        "extras": extras_table(predictors["fast"], images[0], args.repeats, args.warmup),
         "cold": {variant: cold_start(variant, args.weights, args.threads, args.compile, args.cold_runs)
                  for variant in (*VARIANTS, "reference")} if args.cold_runs > 0 else {},
     }
