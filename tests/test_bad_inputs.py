@@ -94,7 +94,8 @@ def test_decompression_bomb_is_refused_from_the_header(tmp_path: Path):
         start = time.perf_counter()
         refused(read_slice, source, name, "too many pixels|too large")
         refused(read_mask, source, name, "too many pixels|too large")
-        assert time.perf_counter() - start < 0.5, "refused before decoding: must be immediate"
+        # decoding 0.9 Gpx would take 2.7 GB and far longer than this generous bound, even on a loaded CI machine
+        assert time.perf_counter() - start < 5, "refused from the header, before decoding"
 
 
 def test_just_over_the_pixel_limit_is_refused_too():
