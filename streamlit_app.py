@@ -94,8 +94,10 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
                    f"gate {defaults['gate']:g}, minimum area {defaults['min_area']} px.")
         st.radio("Image", list(viz.VIEWS), format_func=viz.VIEWS.get, key="view", horizontal=True)
         st.subheader("Explain")
-        st.toggle("Why (Grad-CAM)", key="grad_cam",
-                  help="A heat map of the image regions that raised the classifier's tumour score.")
+        st.toggle("Why (LayerCAM heat map)", key="heat_map",
+                  help="Where the classifier saw evidence for tumour: LayerCAM, a Grad-CAM variant, at the first "
+                       "ResNet50 stage (its peak falls inside the true tumour on most test tumour slices; the "
+                       "model card has the figures).")
         st.toggle("Uncertainty (flip TTA)", key="tta",
                   help="Run the segmenter on four flips of the slice and average them; a panel shows where the "
                        "flips disagree. About four times the segmenter's cost.")
@@ -147,9 +149,9 @@ def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Predi
         prediction = augmented.prediction()
         extra.append(viz.Panel("Uncertainty: share of the 4 flips on the minority side (black 0 = all agree, "
                                "yellow 0.5 = split)", viz.heat_image(augmented.disagreement(settings.threshold), 0.5)))
-    if st.session_state.grad_cam:
-        heat = service.grad_cam(image_key, image_u8)
-        extra.insert(0, viz.Panel("Why: what raised the classifier's tumour score (coarse map)",
+    if st.session_state.heat_map:
+        heat = service.heat_map(image_key, image_u8)
+        extra.insert(0, viz.Panel("Why: where the classifier saw tumour (LayerCAM)",
                                   explain.cam_overlay(viz.display_image(image_u8, st.session_state.view), heat)))
     if prediction.check is not None and prediction.check.flagged:
         st.warning(service.check_caution(prediction.check), icon=":material/warning:")

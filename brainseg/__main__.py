@@ -16,7 +16,7 @@ COMMANDS = {  # name: (module, help)
     "calibrate": ("brainseg.checks", "fit the input check on the training split, thresholds on validation"),
     "benchmark": ("brainseg.benchmark", "latency, throughput, cold start, memory and FLOPs of inference"),
     "checksums": ("brainseg.checksums", "write or check weights/SHA256SUMS"),
-    "explain": ("brainseg.explain", "Grad-CAM hit rate and TTA against the plain model on a split"),
+    "explain": ("brainseg.explain", "heat-map hit rates and TTA against the plain model on a split"),
 }
 
 

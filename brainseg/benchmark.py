@@ -6,7 +6,7 @@ pipeline and the dataset author's U-Net (:mod:`brainseg.reference`, untrained), 
 (``Predictor`` default: bf16 autocast + channels_last where the CPU has native bf16) and in eager fp32.
 Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
 The extras table gives what the app adds on top of a batch-1 prediction: the input check (already inside
-the pipeline's time, shown apart), Grad-CAM of the classifier and flip test-time augmentation of the segmenter.
+the pipeline's time, shown apart), the LayerCAM heat map of the classifier and flip test-time augmentation of the segmenter.
 Cold start (fresh interpreter: import, load both models, first prediction) and peak resident memory come
 from ``--cold-runs`` subprocesses. A quick sanity run: ``--repeats 2 --batch-repeats 1 --cold-runs 1``.
 """
@@ -174,13 +174,13 @@ def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: 
     """Per-slice p50 ms at batch 1 of the pipeline and of what the app adds to it, interleaved on one slice.
 
     ``added_ms`` is the cost on top of a plain prediction: the input check runs inside every prediction
-    (its figure is its share), Grad-CAM runs after it, and flip-TTA replaces it (TTA minus the pipeline).
+    (its figure is its share), the heat map runs after it, and flip-TTA replaces it (TTA minus the pipeline).
     """
     features, _ = predictor.classifier_outputs(predictor.tensors([image]))
     calls = {
         "pipeline": lambda: predictor.predict(image),
         "input check": lambda: assess(image, features[0], predictor.input_check),
-        "Grad-CAM": lambda: explain.grad_cam(predictor, [image]),
+        "LayerCAM heat map": lambda: explain.activation_maps(predictor, [image]),
         "flip TTA (4 members)": lambda: explain.tta_predict_many(predictor, [image]),
     }
     if predictor.input_check is None:

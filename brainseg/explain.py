@@ -1,12 +1,14 @@
-"""Why the classifier decided (Grad-CAM) and how sure the segmenter is (test-time augmentation).
+"""Why the classifier decided (class activation maps) and how sure the segmenter is (test-time augmentation).
 
 Everything runs through a loaded :class:`brainseg.inference.Predictor` (its models, device and precision):
 
-- ``grad_cam(predictor, images_u8) -> list[HxW float32]``: Grad-CAM of the classifier's tumour logit at the
-  last bottleneck of ``backbone.layer4``, scaled to 0..1, at each image's own size; ``cam_overlay`` blends it.
+- ``activation_maps(predictor, images_u8) -> list[HxW float32]``: LayerCAM (default) or Grad-CAM of the
+  classifier's tumour log-odds at a ResNet50 stage, scaled to 0..1, at each image's own size; ``cam_overlay``
+  blends one into the slice. Written here rather than taken from the ``grad-cam`` package, which imports
+  scikit-learn, OpenCV and matplotlib (117 MB of the app server's memory); tests check both agree.
 - ``tta_predict_many(predictor, images_u8, members)``: the segmenter run on flipped (and optionally shifted)
   copies, mapped back and averaged; the members' spread is the per-pixel uncertainty.
-- ``python -m brainseg explain``: Grad-CAM hit rate and TTA against the plain model on a split.
+- ``python -m brainseg explain``: heat-map hit rates and TTA against the plain model on a split.
 """
 from __future__ import annotations
 
@@ -19,10 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torch import nn
+import torch.nn.functional as F
 
 from brainseg.data import SliceRecord, by_patient
 from brainseg.evaluate import Evaluated, evaluation_records, report
@@ -31,52 +30,60 @@ from brainseg.io import read_mask, read_slice
 from brainseg.preprocess import brain_pixels, restore_size
 from brainseg.weights import WEIGHTS_DIR
 
-TUMOUR_CLASS = 1
+# ---- class activation maps -----------------------------------------------------------------------
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+CAM_METHODS = ("layercam", "gradcam")
+SHIPPED_CAM = ("layercam", "layer1")   # chosen on the validation patients: python -m brainseg explain --split val
 
 
-# ---- Grad-CAM ---------------------------------------------------------------------------------------
+def activation_maps(predictor: Predictor, images_u8: Sequence[np.ndarray], method: str = SHIPPED_CAM[0],
+                    layer: str = SHIPPED_CAM[1]) -> list[np.ndarray]:
+    """``HxW float32`` heat maps in 0..1 of what raised the classifier's tumour log-odds, one per image.
 
-class _CamView(nn.Module):
-    """The classifier seen by Grad-CAM: backbone (no graph) -> private tap -> head.
-
-    The backbone's output *is* the output of its last layer4 bottleneck, so a hook on ``tap`` sees the
-    Grad-CAM target layer. Hooking a module that belongs to this view alone keeps concurrent inference
-    on the shared classifier (other app sessions) out of the hooks, and running the backbone without a
-    graph makes the backward pass cover the small head only.
+    ``method`` "layercam" (Jiang et al. 2021) weighs each activation of ``backbone.<layer>`` by its positive
+    gradient, pixel by pixel; "gradcam" (Selvaraju et al. 2017) weighs each channel by its mean gradient.
+    The target is the tumour logit minus the no-tumour logit. The stages up to ``layer`` run without a graph
+    and ``torch.autograd.grad`` asks for the gradient of their output alone: no hooks and no ``.grad`` on the
+    shared classifier, so concurrent predictions of other sessions are untouched. A map is all zeros where
+    nothing pushed towards "tumour" (positive evidence only).
     """
-
-    def __init__(self, predictor: Predictor) -> None:
-        super().__init__()
-        self.classifier = predictor.classifier
-        self.autocast = predictor.autocast
-        self.tap = nn.Identity()
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), self.autocast():
-            features = self.classifier.backbone(self.classifier.resize(batch))
-        return self.classifier.head(self.tap(features.float().requires_grad_()))
-
-
-def grad_cam(predictor: Predictor, images_u8: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``HxW float32`` heat maps in 0..1 of what raised the classifier's tumour logit, one per image.
-
-    A map is all zeros where no feature pushed towards "tumour" (Grad-CAM keeps positive evidence only).
-    """
-    view = _CamView(predictor)
-    cam = GradCAM(model=view, target_layers=[view.tap])
-    try:
-        with torch.enable_grad():
-            maps = cam(predictor.tensors(images_u8), targets=[ClassifierOutputTarget(TUMOUR_CLASS)] * len(images_u8))
-    finally:
-        cam.activations_and_grads.release()
-        view.zero_grad(set_to_none=True)
+    if method not in CAM_METHODS or layer not in STAGES:
+        raise ValueError(f"unknown map {method!r} at {layer!r}: methods {CAM_METHODS}, layers {STAGES}")
+    backbone, depth = predictor.classifier.backbone, STAGES.index(layer) + 1
+    batch = predictor.tensors(images_u8)
+    with torch.no_grad(), predictor.autocast():
+        features = backbone.maxpool(backbone.act1(backbone.bn1(backbone.conv1(predictor.classifier.resize(batch)))))
+        for stage in STAGES[:depth]:
+            features = getattr(backbone, stage)(features)
+    activations = features.float().requires_grad_()
+    with torch.enable_grad(), predictor.autocast():
+        deeper = activations
+        for stage in STAGES[depth:]:
+            deeper = getattr(backbone, stage)(deeper)
+        logits = predictor.classifier.head(deeper.float()).float()
+        gradients, = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), activations)
+    activations = activations.detach()
+    if method == "layercam":
+        maps = (gradients.clamp(min=0) * activations).sum(1)
+    else:
+        maps = (gradients.mean((2, 3), keepdim=True) * activations).sum(1)
+    maps = F.interpolate(maps.clamp(min=0)[:, None], size=batch.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    low = maps.amin((1, 2), keepdim=True)
+    maps = ((maps - low) / (maps.amax((1, 2), keepdim=True) - low + 1e-7)).cpu().numpy()
     return [restore_size(heat, image.shape[:2]) for heat, image in zip(maps, images_u8)]
 
 
+def jet(values: np.ndarray) -> np.ndarray:
+    """``...x3 float32`` jet colours (blue - cyan - yellow - red) of values in 0..1."""
+    scaled = 4.0 * np.clip(values, 0.0, 1.0)[..., None]
+    return np.clip(1.5 - np.abs(scaled - np.array([3.0, 2.0, 1.0], np.float32)), 0.0, 1.0).astype(np.float32)
+
+
 def cam_overlay(image_u8: np.ndarray, heat: np.ndarray, image_weight: float = 0.6) -> np.ndarray:
-    """``HxWx3 uint8``: the slice with its Grad-CAM heat map (jet colours) blended in."""
-    return show_cam_on_image(image_u8.astype(np.float32) / 255.0, np.clip(heat, 0.0, 1.0), use_rgb=True,
-                             image_weight=image_weight)
+    """``HxWx3 uint8``: the slice with its heat map (jet colours) blended in."""
+    blended = image_weight * image_u8.astype(np.float32) / 255.0 + (1.0 - image_weight) * jet(heat)
+    return np.round(255.0 * blended).astype(np.uint8)
 
 
 def peak_in_tumour(heat: np.ndarray, truth: np.ndarray) -> bool:
@@ -84,34 +91,44 @@ def peak_in_tumour(heat: np.ndarray, truth: np.ndarray) -> bool:
     return bool(truth.flat[int(np.argmax(heat))])
 
 
-def gradcam_hit_rate(records: Sequence[SliceRecord], predictor: Predictor, gate: float, batch_size: int = 8) -> dict:
-    """How often the Grad-CAM peak falls inside the true tumour, over the tumour slices of ``records``.
+def cam_hit_rates(records: Sequence[SliceRecord], predictor: Predictor, gate: float,
+                  maps: Sequence[tuple[str, str]] = (SHIPPED_CAM,), batch_size: int = 8) -> dict:
+    """How often each map's peak (``(method, layer)`` of :func:`activation_maps`) falls inside the true
+    tumour, over the tumour slices of ``records``.
 
     ``chance`` is what a uniformly random brain pixel would score (mean tumour share of the brain), the
     floor a map must beat to show it looks at the tumour at all; ``hit_rate_called`` counts only the
     slices whose classifier probability reaches ``gate``.
     """
     tumour = [r for r in records if r.tumour]
-    hits, chance, classified = [], [], []
+    names = [f"{method}/{layer}" for method, layer in maps]
+    hits: dict[str, list[bool]] = {name: [] for name in names}
+    chance, classified = [], []
     for start in range(0, len(tumour), batch_size):
         chunk = tumour[start:start + batch_size]
         images = [read_slice(r.image_path) for r in chunk]
         truths = [read_mask(r.mask_path, shape=image.shape[:2]) for r, image in zip(chunk, images)]
-        for image, truth, heat, prediction in zip(images, truths, grad_cam(predictor, images),
-                                                  predictor.predict_many(images, batch_size)):
-            hits.append(peak_in_tumour(heat, truth))
-            chance.append(truth.sum() / max(int(brain_pixels(image).sum()), 1))
-            classified.append(prediction.tumour_probability)
-    hits_array, scores = np.array(hits, bool), np.array(classified)
-    called = scores >= gate
+        for name, (method, layer) in zip(names, maps):
+            hits[name] += [peak_in_tumour(heat, truth)
+                           for heat, truth in zip(activation_maps(predictor, images, method, layer), truths)]
+        chance += [truth.sum() / max(int(brain_pixels(image).sum()), 1) for image, truth in zip(images, truths)]
+        classified += [p.tumour_probability for p in predictor.predict_many(images, batch_size)]
+    called = np.array(classified) >= gate
+
+    def rates(name: str) -> dict[str, float]:
+        found = np.array(hits[name], bool)
+        return {"hit_rate": float(found.mean()) if len(found) else float("nan"),
+                "hit_rate_called": float(found[called].mean()) if called.any() else float("nan")}
+
     return {
-        "aggregation": "per slice, tumour slices only: share whose Grad-CAM peak pixel lies inside the true mask",
+        "aggregation": "per slice, tumour slices only: share whose heat-map peak pixel lies inside the true mask",
+        "target": "tumour logit minus no-tumour logit",
         "patients": len(by_patient(tumour)),
         "tumour_slices": len(tumour),
-        "hit_rate": float(hits_array.mean()) if len(tumour) else float("nan"),
-        "chance": float(np.mean(chance)) if len(tumour) else float("nan"),
         "called_tumour_slices": int(called.sum()),
-        "hit_rate_called": float(hits_array[called].mean()) if called.any() else float("nan"),
+        "chance": float(np.mean(chance)) if len(tumour) else float("nan"),
+        "shipped": "/".join(SHIPPED_CAM),
+        "maps": {name: rates(name) for name in names},
     }
 
 
@@ -279,9 +296,10 @@ def run(args: argparse.Namespace) -> dict:
     members = with_shifts(FLIPS, args.shifts) if args.shifts else FLIPS
     settings = pipeline_settings(Path(args.weights))
     result = {"split": args.split, "split_file": Path(args.split_file).name,
-              "grad_cam": gradcam_hit_rate(records, predictor, settings["gate"]),
+              "heat_maps": cam_hit_rates(records, predictor, settings["gate"],
+                                         [(method, layer) for method in CAM_METHODS for layer in STAGES]),
               "tta": compare_tta(records, predictor, members, settings)}
-    print(json.dumps({"grad_cam": result["grad_cam"],
+    print(json.dumps({"heat_maps": result["heat_maps"],
                       **{k: {n: v for n, v in result["tta"][k].items() if n != "per_patient_volume_dice"}
                          for k in ("plain", "tta")}}, indent=1))
     if args.out:

@@ -2,7 +2,7 @@
 
 ``st.cache_resource`` holds the models (loaded and warmed up once, shared by every session, GPU when there is
 one); ``st.cache_data`` holds per-patient gallery predictions and per-upload predictions, bounded in entries and
-time, and so do the explanations (Grad-CAM, flip TTA), keyed on what names the image (the upload's digest, or
+time, and so do the explanations (LayerCAM, flip TTA), keyed on what names the image (the upload's digest, or
 folder/patient/slice). Uploaded bytes are decoded in memory and never written to disk.
 """
 from __future__ import annotations
@@ -96,10 +96,10 @@ def patient_report(summary: volume.PatientSummary, slices: PatientSlices, masks:
 
 # ---- explanations ---------------------------------------------------------------------------------
 
-@st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner="Grad-CAM: what raised the tumour score…")
-def grad_cam(key: str, _image_u8: np.ndarray) -> np.ndarray:
-    """``HxW float32`` Grad-CAM heat map (0..1) of one slice, cached by ``key`` (the image is not hashed)."""
-    return explain.grad_cam(predictor(), [_image_u8])[0]
+@st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner="LayerCAM: what raised the tumour score…")
+def heat_map(key: str, _image_u8: np.ndarray) -> np.ndarray:
+    """``HxW float32`` LayerCAM heat map (0..1) of one slice, cached by ``key`` (the image is not hashed)."""
+    return explain.activation_maps(predictor(), [_image_u8])[0]
 
 
 @st.cache_data(max_entries=32, ttl=CACHE_TTL_S, show_spinner="Flip TTA: the segmenter on four flips…")

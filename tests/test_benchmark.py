@@ -63,7 +63,7 @@ def test_quick_run_reports_every_row(tmp_path, capsys):
     assert flops["reference U-Net"] > flops["segmenter"]
     assert result["peaks"]["fp32"] > 0 and result["peaks"]["bf16"] > 0
     extras = {row["step"]: row for row in result["extras"]}
-    assert set(extras) == {"pipeline", "input check", "Grad-CAM", "flip TTA (4 members)"}
+    assert set(extras) == {"pipeline", "input check", "LayerCAM heat map", "flip TTA (4 members)"}
     assert extras["pipeline"]["added_ms"] == 0 and all(row["p50_ms"] > 0 for row in extras.values())
     assert out.exists() and "| pipeline | fast" in capsys.readouterr().out
 

@@ -1,4 +1,4 @@
-"""Grad-CAM and test-time augmentation on real slices with the shipped weights."""
+"""Heat maps (LayerCAM, Grad-CAM) and test-time augmentation on real slices with the shipped weights."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from brainseg import explain
-from brainseg.data import index_dataset
+from brainseg.data import by_patient, index_dataset
 from brainseg.inference import Predictor
 from brainseg.io import read_mask, read_slice
+from brainseg.samples import SAMPLES_DIR
 
 PATIENT = "TCGA_FG_6689_20020326"   # validation patient; slice 30 holds a large tumour (4,930 px)
 TUMOUR_SLICE = 30
@@ -33,26 +34,84 @@ def tumour_slice(kaggle_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return image, read_mask(Path(f"{stem}_mask.tif"), shape=image.shape[:2])
 
 
-def test_grad_cam_has_image_size_and_structure(predictor, tumour_slice):
+@pytest.mark.parametrize("method", explain.CAM_METHODS)
+def test_heat_map_has_image_size_and_structure(predictor, tumour_slice, method):
     image, _ = tumour_slice
-    heat = explain.grad_cam(predictor, [image])[0]
+    heat = explain.activation_maps(predictor, [image], method)[0]
     assert heat.shape == image.shape[:2]
     assert heat.dtype == np.float32
     assert 0.0 <= heat.min() < heat.max() <= 1.0 + 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: with the shipped classifier the layer4 Grad-CAM peak lands inside "
-                   "the tumour on 8.3% of test tumour slices (chance 6.4%, weights/explain.json), and not on this one")
-def test_grad_cam_peaks_inside_a_large_tumour(predictor, tumour_slice):
+def test_heat_map_follows_an_odd_sized_image(predictor, tumour_slice):
+    image, _ = tumour_slice
+    wide = np.ascontiguousarray(np.pad(image, ((0, 0), (40, 0), (0, 0))))
+    assert explain.activation_maps(predictor, [wide])[0].shape == wide.shape[:2]
+
+
+def test_heat_map_peaks_inside_a_large_tumour(predictor, tumour_slice):
     image, truth = tumour_slice
-    heat = explain.grad_cam(predictor, [image])[0]
+    heat = explain.activation_maps(predictor, [image])[0]
     assert explain.peak_in_tumour(heat, truth)
 
 
-def test_grad_cam_leaves_the_classifier_unchanged(predictor, tumour_slice):
+def test_heat_map_peaks_inside_the_largest_tumour_of_half_the_sample_patients(predictor):
+    """On the test split's bundled patients (never used to choose the map), the slice with the most tumour.
+
+    A random brain pixel lands in the tumour about 6% of the time, so two of four by chance is unlikely (~2%);
+    the rate over every test tumour slice is in the model card (weights/explain.json)."""
+    hits = []
+    for records in by_patient(index_dataset(SAMPLES_DIR)).values():
+        largest = max(records, key=lambda r: read_mask(r.mask_path).sum())
+        image = read_slice(largest.image_path)
+        hits.append(explain.peak_in_tumour(explain.activation_maps(predictor, [image])[0],
+                                           read_mask(largest.mask_path, shape=image.shape[:2])))
+    assert sum(hits) >= len(hits) / 2, hits
+
+
+@pytest.mark.parametrize(("method", "layer"), [("layercam", "layer1"), ("gradcam", "layer4"), ("layercam", "layer3")])
+def test_heat_map_equals_the_grad_cam_package(predictor, tumour_slice, method, layer):
+    """The hand-written maps against ``pytorch_grad_cam`` (a dev dependency) on the same private tap."""
+    cam_package = pytest.importorskip("pytorch_grad_cam")
+    image, _ = tumour_slice
+    backbone, depth = predictor.classifier.backbone, explain.STAGES.index(layer) + 1
+
+    class TapView(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = predictor.classifier    # the package reads its device from the parameters
+            self.tap = torch.nn.Identity()
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), predictor.autocast():
+                x = backbone.maxpool(backbone.act1(backbone.bn1(backbone.conv1(predictor.classifier.resize(batch)))))
+                for stage in explain.STAGES[:depth]:
+                    x = getattr(backbone, stage)(x)
+            x = self.tap(x.float().requires_grad_())
+            with predictor.autocast():
+                for stage in explain.STAGES[depth:]:
+                    x = getattr(backbone, stage)(x)
+                return predictor.classifier.head(x.float()).float()
+
+    view = TapView()
+    package_class = {"layercam": cam_package.LayerCAM, "gradcam": cam_package.GradCAM}[method]
+    with package_class(model=view, target_layers=[view.tap]) as cam, torch.enable_grad():
+        expected = cam(predictor.tensors([image]), targets=[lambda logits: logits[1] - logits[0]])[0]
+    for parameter in predictor.classifier.parameters():
+        parameter.grad = None
+    ours = explain.activation_maps(predictor, [image], method, layer)[0]
+    np.testing.assert_allclose(ours, expected, atol=2e-3)
+
+
+def test_unknown_map_is_refused(predictor, tumour_slice):
+    with pytest.raises(ValueError, match="unknown map"):
+        explain.activation_maps(predictor, [tumour_slice[0]], "scorecam")
+
+
+def test_heat_map_leaves_the_classifier_unchanged(predictor, tumour_slice):
     image, _ = tumour_slice
     before = predictor.predict(image)
-    explain.grad_cam(predictor, [image])
+    explain.activation_maps(predictor, [image])
     after = predictor.predict(image)
     assert before.tumour_probability == after.tumour_probability
     assert all(p.grad is None for p in predictor.classifier.parameters())
@@ -60,9 +119,14 @@ def test_grad_cam_leaves_the_classifier_unchanged(predictor, tumour_slice):
 
 def test_cam_overlay_is_an_rgb_image(predictor, tumour_slice):
     image, _ = tumour_slice
-    overlay = explain.cam_overlay(image, explain.grad_cam(predictor, [image])[0])
+    overlay = explain.cam_overlay(image, explain.activation_maps(predictor, [image])[0])
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     assert not np.array_equal(overlay, image)
+
+
+def test_jet_runs_blue_to_red():
+    colours = explain.jet(np.array([0.0, 0.5, 1.0], np.float32))
+    np.testing.assert_allclose(colours, [[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]])
 
 
 def test_augmentation_undo_inverts_apply():
@@ -106,11 +170,13 @@ def test_flip_tta_maps_describe_member_disagreement(predictor, tumour_slice):
     assert mask.shape == truth.shape and (mask & truth).any()
 
 
-def test_gradcam_hit_rate_counts_tumour_slices(predictor, kaggle_dir):
+def test_cam_hit_rates_count_tumour_slices(predictor, kaggle_dir):
     records = [r for r in index_dataset(kaggle_dir, patients=[PATIENT]) if r.tumour][8:12]
-    result = explain.gradcam_hit_rate(records, predictor, gate=0.5, batch_size=2)
-    assert result["tumour_slices"] == 4 and result["patients"] == 1
-    assert 0.0 <= result["hit_rate"] <= 1.0 and 0.0 < result["chance"] < 1.0
+    result = explain.cam_hit_rates(records, predictor, gate=0.5, maps=[("layercam", "layer1"), ("gradcam", "layer4")],
+                                   batch_size=2)
+    assert result["tumour_slices"] == 4 and result["patients"] == 1 and 0.0 < result["chance"] < 1.0
+    assert set(result["maps"]) == {"layercam/layer1", "gradcam/layer4"}
+    assert all(0.0 <= rates["hit_rate"] <= 1.0 for rates in result["maps"].values())
 
 
 def test_compare_tta_reports_both_with_timings(predictor, kaggle_dir):

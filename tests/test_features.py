@@ -1,6 +1,6 @@
 """The app's explanations and input check through ``streamlit.testing.v1.AppTest``, on real files and weights.
 
-Grad-CAM and flip TTA panels, the patient in 3D with its area profile, summary and downloads, and the
+LayerCAM and flip TTA panels, the patient in 3D with its area profile, summary and downloads, and the
 caution above foreign uploads. The app runs on the bundled ``samples/`` (no ``BRAINSEG_DATA``).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ APP = str(ROOT / "streamlit_app.py")
 FOREIGN = ROOT.parent / "shared" / "foreign"
 TIMEOUT_S = 300
 FOUR_PANELS = ["MRI slice (FLAIR channel)", "True mask", "Predicted mask", "Overlay"]
-GRAD_CAM_CAPTION = "Why: what raised the classifier's tumour score (coarse map)"
+HEAT_MAP_CAPTION = "Why: where the classifier saw tumour (LayerCAM)"
 
 
 @pytest.fixture
@@ -53,21 +53,21 @@ def download_labels(at: AppTest) -> list[str]:
     return [button.proto.label for button in at.get("download_button")]
 
 
-def test_grad_cam_and_tta_toggles_add_their_panels(app: AppTest) -> None:
+def test_heat_map_and_tta_toggles_add_their_panels(app: AppTest) -> None:
     assert captions(app) == FOUR_PANELS
-    app.toggle(key="grad_cam").set_value(True).run()
+    app.toggle(key="heat_map").set_value(True).run()
     assert not app.exception, [e.value for e in app.exception]
-    assert captions(app) == FOUR_PANELS + [GRAD_CAM_CAPTION]
+    assert captions(app) == FOUR_PANELS + [HEAT_MAP_CAPTION]
     area_plain = next(m.value for m in app.metric if m.label == "Predicted area")
     app.toggle(key="tta").set_value(True).run()
     assert not app.exception, [e.value for e in app.exception]
     shown = captions(app)
-    assert shown[:5] == FOUR_PANELS + [GRAD_CAM_CAPTION] and shown[5].startswith("Uncertainty: share of the 4 flips")
+    assert shown[:5] == FOUR_PANELS + [HEAT_MAP_CAPTION] and shown[5].startswith("Uncertainty: share of the 4 flips")
     assert any(c.value.startswith("Flip TTA on:") for c in app.caption)
     # the slice's metrics now come from the averaged map: still a tumour on this clear tumour slice
     area_tta = next(m.value for m in app.metric if m.label == "Predicted area")
     assert area_tta != "0 px" and area_plain != "0 px"
-    app.toggle(key="grad_cam").set_value(False).run()
+    app.toggle(key="heat_map").set_value(False).run()
     app.toggle(key="tta").set_value(False).run()
     assert captions(app) == FOUR_PANELS
 
