@@ -44,13 +44,20 @@ def _float_param(name: str, default: float) -> float:
     return value if 0.0 <= value <= 1.0 else default
 
 
+# The optional panels, as named in the URL's ``show`` parameter (e.g. ``show=why,3d``), by toggle key.
+PANELS_IN_URL = {"heat_map": "why", "tta": "uncertainty", "patient_3d": "3d"}
+
+
 def restore_view(patients: dict[str, list[SliceRecord]], defaults: dict) -> None:
-    """On a session's first run, take the view from the URL (patient, slice, threshold, gate, view)."""
+    """On a session's first run, take the view from the URL (patient, slice, thresholds, image, panels)."""
     if "threshold" in st.session_state:
         return
     st.session_state.threshold = _float_param("threshold", defaults["seg_threshold"])
     st.session_state.gate = _float_param("gate", defaults["gate"])
     st.session_state.view = st.query_params.get("view") if st.query_params.get("view") in viz.VIEWS else "flair"
+    shown = set(st.query_params.get("show", "").split(","))
+    for key, name in PANELS_IN_URL.items():
+        st.session_state[key] = name in shown
     st.session_state.tumour_only = False
     if not patients:
         return
@@ -71,6 +78,11 @@ def share_view() -> None:
             "view": st.session_state.view}
     if "patient" in st.session_state:
         view.update(patient=st.session_state.patient, slice=str(st.session_state.slice))
+    shown = ",".join(name for key, name in PANELS_IN_URL.items() if st.session_state.get(key))
+    if shown:
+        view["show"] = shown
+    elif "show" in st.query_params:
+        del st.query_params["show"]
     if {k: st.query_params.get(k) for k in view} != view:
         st.query_params.update(view)
 
@@ -113,7 +125,7 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
         st.markdown(f"Running on **{device}**")
         st.caption("Loaded once per server and shared by every visitor.")
         st.divider()
-        st.caption(":material/link: The address bar always holds this view (patient, slice, thresholds, image): copy it to share.")
+        st.caption(":material/link: The address bar always holds this view (patient, slice, thresholds, image, extra panels): copy it to share.")
     return Settings(st.session_state.threshold, st.session_state.gate, int(defaults["min_area"]))
 
 

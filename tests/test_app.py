@@ -113,8 +113,22 @@ def test_query_parameters_restore_a_shared_view(app: AppTest, samples: dict) -> 
     assert app.image[0].captions == ["MRI slice (3-channel composite)"]
 
 
+def test_optional_panels_travel_in_the_url(app: AppTest) -> None:
+    app.query_params.update(show="why,3d")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.toggle(key="heat_map").value and app.toggle(key="patient_3d").value and not app.toggle(key="tta").value
+    assert "Why: where the classifier saw tumour (LayerCAM)" in [i.captions[0] for i in app.image]
+    app.toggle(key="patient_3d").set_value(False).run()
+    app.toggle(key="tta").set_value(True).run()
+    assert app.query_params["show"] == "why,uncertainty"
+    app.toggle(key="heat_map").set_value(False).run()
+    app.toggle(key="tta").set_value(False).run()
+    assert "show" not in app.query_params
+
+
 def test_unknown_query_parameters_fall_back_to_the_first_view(app: AppTest, samples: dict) -> None:
-    app.query_params.update(patient="TCGA_XX_0000_20000101", slice="999", threshold="7", view="x-ray")
+    app.query_params.update(patient="TCGA_XX_0000_20000101", slice="999", threshold="7", view="x-ray", show="x,,y")
     app.run()
     assert not app.exception
     patient = gallery.first_patient(samples)
