@@ -14,35 +14,16 @@ from pathlib import Path
 import pytest
 
 from brainseg import gallery
+from brainseg.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, memory_mb, wait_until_idle
 from brainseg.data import by_patient, index_dataset
 
 pytest.importorskip("playwright.sync_api")
-from test_browser import FIRST_VIEW_MS, STEP_MS, browser, server  # noqa: E402,F401  (fixtures)
+from test_browser import browser, server  # noqa: E402,F401  (fixtures)
 
 SESSIONS = 8
 STEPS = 2
 DEADLINE_S = 1200         # the whole exercise, first model load included, on a CPU shared with training
-IDLE = "() => !document.querySelector('[data-testid=stStatusWidget]')"   # Streamlit's "running" indicator gone
 UPLOADS = ("TCGA_CS_4942_19970222_11.tif", "TCGA_CS_4942_19970222_3.tif")
-
-
-def server_pid(url: str) -> int:
-    """The process serving ``url`` (``streamlit run ... --server.port PORT``), found in /proc."""
-    port = url.rsplit(":", 1)[1]
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            arguments = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"streamlit" in b" ".join(arguments) and port.encode() in arguments:
-            return int(cmdline.parent.name)
-    raise AssertionError(f"no streamlit process on port {port}")
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """Resident (VmRSS) and peak resident (VmHWM) memory of ``pid`` in MB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
 
 
 def heading(page, text: str):
@@ -52,14 +33,14 @@ def heading(page, text: str):
 def open_session(session: dict, url: str) -> None:
     session["page"].goto(f"{url}/?patient={session['patient']}&slice={session['slice']}")
     heading(session["page"], f"Slice {session['slice']} / {session['count']}").wait_for(timeout=FIRST_VIEW_MS)
-    session["page"].wait_for_function(IDLE, timeout=FIRST_VIEW_MS)
+    wait_until_idle(session["page"], FIRST_VIEW_MS)
 
 
-def test_eight_sessions_at_once(server: str, browser, originals: Path) -> None:
+def test_eight_sessions_at_once(server: AppServer, browser, originals: Path) -> None:
     start = time.monotonic()
     patients = by_patient(index_dataset(gallery.SAMPLES_DIR))
     names = sorted(patients)
-    pid = server_pid(server)
+    pid = server.pid
     sessions = []
     for i in range(SESSIONS):
         patient = names[i % len(names)]
@@ -71,12 +52,12 @@ def test_eight_sessions_at_once(server: str, browser, originals: Path) -> None:
         page.on("pageerror", lambda error, errors=errors: errors.append(str(error)))
         sessions.append({"page": page, "context": context, "errors": errors, "patient": patient, "slice": first,
                          "count": len(patients[patient]), "upload": UPLOADS[i % len(UPLOADS)]})
-    open_session(sessions[0], server)       # one session first: the server's memory with the models and one user
+    open_session(sessions[0], server.url)   # one session first: the server's memory with the models and one user
     memory_one = memory_mb(pid)
     print(f"\nfirst session: {time.monotonic() - start:.0f} s, server {memory_one['VmRSS']:.0f} MB", flush=True)
     opened = time.monotonic()
     for s in sessions[1:]:                  # the other seven open before any is waited on: they load at once
-        s["page"].goto(f"{server}/?patient={s['patient']}&slice={s['slice']}")
+        s["page"].goto(f"{server.url}/?patient={s['patient']}&slice={s['slice']}")
     for s in sessions[1:]:
         heading(s["page"], f"Slice {s['slice']} / {s['count']}").wait_for(timeout=FIRST_VIEW_MS)
     first_views = time.monotonic() - opened
@@ -104,7 +85,7 @@ def test_eight_sessions_at_once(server: str, browser, originals: Path) -> None:
 
     for s in sessions:
         page = s["page"]
-        page.wait_for_function(IDLE, timeout=FIRST_VIEW_MS)   # eight reruns share the CPU: wait longer than one
+        wait_until_idle(page, FIRST_VIEW_MS)   # eight reruns share the CPU: wait longer than one
         other = next(name for name in UPLOADS if name != s["upload"])
         assert heading(page, other).count() == 0, "a session sees another session's upload"
         page.get_by_role("tab", name=re.compile("Gallery")).click()
