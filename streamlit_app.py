@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from brainseg import explain, gallery, service, viz, volume
+from brainseg import explain, gallery, memory, service, viz, volume
 from brainseg.data import KAGGLE_HINT, SliceRecord, load_split
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, pipeline_settings
@@ -401,6 +401,7 @@ def main() -> None:
     with tabs[2]:
         model_tab(metrics)
     share_view()
+    memory.release()   # what this run freed (predictions, cached copies) goes back to the OS, not kept by malloc
 
 
 main()
