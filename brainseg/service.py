@@ -13,9 +13,11 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
+import pandas as pd   # at import, not lazily: plotly and Streamlit use pandas once any thread has begun importing it,
+                      # so a first import in one session's script thread breaks another's chart half-way through
 import plotly.graph_objects as go
 import streamlit as st
 import torch
@@ -28,9 +30,6 @@ from brainseg.gallery import load_patients
 from brainseg.inference import Prediction, Predictor
 from brainseg.io import SUFFIXES, read_mask, read_slice
 from brainseg.weights import WEIGHTS_DIR
-
-if TYPE_CHECKING:   # imported where a table is built: pandas costs the server ~60 MB until then
-    import pandas as pd
 
 METRICS_FILE = WEIGHTS_DIR / "metrics_test.json"
 MASK_SUFFIX = "_mask"
@@ -208,7 +207,6 @@ def check_label(check: InputCheck | None) -> str:
 
 def batch_table(results: Sequence[UploadResult], threshold: float, gate: float, min_area: int) -> pd.DataFrame:
     """One row per uploaded file: status, input check, probability, area and, with a mask, Dice and IoU."""
-    import pandas as pd
     rows = []
     for r in results:
         row: dict = {"file": r.name, "mask": r.mask_name or "", "status": "error" if r.error else "ok",
