@@ -112,6 +112,20 @@ def focal_tversky_loss(probability: torch.Tensor, target: torch.Tensor, alpha: f
     return (1 - soft_tversky(probability, target, alpha)).clamp(min=0) ** gamma
 
 
+def per_image_dice_loss(probability: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean ``1 - soft Dice`` over the images of the batch that hold tumour (0 when none does).
+
+    Unlike the pooled losses, every tumour counts the same however small it is, as in per-volume Dice.
+    """
+    p, t = probability.float().flatten(1), target.float().flatten(1)
+    tumour = t.sum(1) > 0
+    if not tumour.any():
+        return p.sum() * 0
+    p, t = p[tumour], t[tumour]
+    dice = (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    return (1 - dice).mean()
+
+
 # ---- detection ----------------------------------------------------------------------------------
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -25,7 +26,7 @@ from brainseg import metrics
 from brainseg.data import (Augment, EpochSampler, SliceDataset, index_dataset, load_split, make_split,
                            save_split, select)
 from brainseg.models import build_model
-from brainseg.weights import save_weights
+from brainseg.weights import load_model, save_weights
 
 MONITORS = {"segmenter": "volume_dice", "classifier": "auc"}
 
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tumour-free slices per tumour slice in each epoch (default: 0.5 segmenter, all classifier)")
     parser.add_argument("--input-size", type=int, default=128, help="classifier: side the ResNet50 sees")
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. OUT/last.pt)")
+    parser.add_argument("--init", help="start from these weights (.safetensors) with a fresh optimizer and schedule")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="validate and save an exponential moving average of the weights with this decay (0 = off)")
+    parser.add_argument("--dice-weight", type=float, default=0.0,
+                        help="segmenter: add this weight times a per-image Dice loss on tumour slices")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     parser.add_argument("--no-bf16", action="store_true", help="train in fp32 instead of bf16 autocast")
@@ -70,10 +76,15 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def segmenter_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Focal Tversky over the batch plus pixel BCE (the BCE keeps tumour-free batches informative)."""
+def segmenter_loss(logits: torch.Tensor, masks: torch.Tensor, dice_weight: float = 0.0) -> torch.Tensor:
+    """Focal Tversky over the batch plus pixel BCE (the BCE keeps tumour-free batches informative), plus
+    ``dice_weight`` times the per-image Dice loss (small tumours weigh as much as large ones)."""
     logits = logits.float()
-    return metrics.focal_tversky_loss(torch.sigmoid(logits), masks) + F.binary_cross_entropy_with_logits(logits, masks)
+    probability = torch.sigmoid(logits)
+    loss = metrics.focal_tversky_loss(probability, masks) + F.binary_cross_entropy_with_logits(logits, masks)
+    if dice_weight:
+        loss = loss + dice_weight * metrics.per_image_dice_loss(probability, masks)
+    return loss
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -152,7 +163,13 @@ def run(args: argparse.Namespace) -> Path:
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True, num_workers=0)
 
     settings = {} if segmenter else {"input_size": args.input_size}
-    model = build_model(args.kind, **settings).to(device).to(memory_format=torch.channels_last)
+    model = build_model(args.kind, **settings)
+    if args.init:
+        initial, _ = load_model(args.init)
+        model.load_state_dict(initial.state_dict())
+    model = model.to(device).to(memory_format=torch.channels_last)
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+                if args.ema else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     history: list[dict] = []
     best, start_epoch = -math.inf, 0
@@ -160,6 +177,8 @@ def run(args: argparse.Namespace) -> Path:
         state = torch.load(args.resume, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if averaged is not None:
+            averaged.load_state_dict(state["ema"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"]
     trained = DistributedDataParallel(model) if world > 1 else model
     steps_per_epoch = max(len(loader) if not args.max_steps else min(len(loader), args.max_steps), 1)
@@ -188,7 +207,7 @@ def run(args: argparse.Namespace) -> Path:
             with _autocast(device, bf16):
                 logits = trained(images)
             if segmenter:
-                loss = segmenter_loss(logits, masks)
+                loss = segmenter_loss(logits, masks, args.dice_weight)
                 score = float(metrics.soft_tversky((torch.sigmoid(logits.float()) > 0.5).float(), masks, smooth=1.0))
             else:
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=0.05)
@@ -196,10 +215,13 @@ def run(args: argparse.Namespace) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(loss.item())
             scores.append(score)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", metric=f"{np.mean(scores[-20:]):.3f}", lr=f"{lr:.2e}")
-        result = validate(args.kind, model, val_set, device, bf16)
+        kept = averaged.module if averaged is not None else model   # the weights that are validated and saved
+        result = validate(args.kind, kept, val_set, device, bf16)
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "train_metric": float(np.mean(scores)),
                  "lr": lr, "seconds": round(time.time() - tick, 1), **result}
         history.append(entry)
@@ -211,12 +233,13 @@ def run(args: argparse.Namespace) -> Path:
         if main:
             print(json.dumps(entry), flush=True)
             if improved:
-                save_weights(model, out / f"{args.kind}.safetensors", args.kind, settings)
+                save_weights(kept, out / f"{args.kind}.safetensors", args.kind, settings)
             (out / "history.json").write_text(json.dumps(
                 {"kind": args.kind, "monitor": monitor, "metric": "tversky (pooled, val tumour slices)" if segmenter
                  else "accuracy (val slices)", "best": best, "args": vars(args), "epochs": history}, indent=1) + "\n")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                        "best": best, "epoch": epoch + 1}, out / "last.pt.tmp")
+                        "best": best, "epoch": epoch + 1, **({"ema": averaged.state_dict()} if averaged else {})},
+                       out / "last.pt.tmp")
             os.replace(out / "last.pt.tmp", out / "last.pt")
         if stale >= args.patience:
             if main:

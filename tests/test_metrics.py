@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg.metrics import (Counts, counts, detection, dice, focal_tversky_loss, iou, overlap, precision, recall,
-                              roc_auc, roc_curve, slice_overlap, soft_tversky, tversky)
+from brainseg.metrics import (Counts, counts, detection, dice, focal_tversky_loss, iou, overlap, per_image_dice_loss,
+                              precision, recall, roc_auc, roc_curve, slice_overlap, soft_tversky, tversky)
 
 # truth          prediction       -> tp 2, fp 2, fn 1
 TRUTH = np.array([[1, 0, 0], [0, 1, 1]], bool)
@@ -82,6 +82,20 @@ def test_focal_tversky_loss_pools_the_batch_and_has_gradients() -> None:
     assert probability.grad is not None and float(probability.grad[1, 0, 1]) < 0   # raising a missed pixel helps
     perfect = torch.tensor([1.0, 0.0, 1.0])
     assert float(focal_tversky_loss(perfect, perfect)) == pytest.approx(0.0)
+
+
+
+def test_per_image_dice_loss_weighs_each_tumour_alike_and_skips_empty_images() -> None:
+    large = torch.zeros(1, 10, 10)
+    large[0, :, :8] = 1                          # an 80-pixel tumour, found whole
+    small = torch.zeros(1, 10, 10)
+    small[0, 0, :2] = 1                          # a 2-pixel tumour, missed
+    target = torch.stack([large, small, torch.zeros(1, 10, 10)])
+    probability = torch.stack([large, torch.zeros(1, 10, 10), torch.full((1, 10, 10), 0.9)])
+    expected = ((1 - 81 / 81) + (1 - 1 / 3)) / 2   # smooth 1: (2tp + 1) / (|p| + |t| + 1) per tumour image
+    assert float(per_image_dice_loss(probability, target)) == pytest.approx(expected)
+    assert float(focal_tversky_loss(probability[:2], target[:2])) < 0.1   # pooled, the missed tumour hardly counts
+    assert float(per_image_dice_loss(probability[2:], target[2:])) == 0.0
 
 
 # ---- detection ------------------------------------------------------------------------------------

@@ -91,3 +91,19 @@ def test_classifier_single_process(tiny_data: tuple[Path, Path], tmp_path: Path)
     assert settings == {"kind": "classifier", "input_size": 64}
     with torch.inference_mode():
         assert model(torch.zeros(1, 3, 256, 256)).shape == (1, 2)
+
+
+def test_segmenter_fine_tune_from_weights_with_ema_and_per_image_dice(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, split = tiny_data
+    shipped = ROOT / "weights" / "segmenter.safetensors"
+    base = common_arguments("segmenter", data, split, tmp_path / "scratch", epochs=1) + ["--crop", "64"]
+    run_brainseg(base)
+    tuned = tmp_path / "tuned"
+    run_brainseg([a if a != str(tmp_path / "scratch") else str(tuned) for a in base]
+                 + ["--init", str(shipped), "--ema", "0.9", "--dice-weight", "0.5"])
+    scratch_dice = read_history(tmp_path / "scratch")["epochs"][0]["volume_dice"]
+    tuned_dice = read_history(tuned)["epochs"][0]["volume_dice"]
+    assert tuned_dice > 0.6 > scratch_dice          # two steps cannot train a segmenter: the shipped weights were loaded
+    checkpoint = torch.load(tuned / "last.pt", weights_only=True)
+    assert int(checkpoint["ema"]["n_averaged"]) == 2   # the average followed both steps, and is resumable
+
