@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from brainseg import appserver, gallery  # noqa: E402  (after the path: run as a script)
 from brainseg.data import by_patient, index_dataset  # noqa: E402
+from brainseg.memory import resident_mb  # noqa: E402
 
 ORIGINALS = Path(os.environ.get("BRAINSEG_SHARED", ROOT.parent / "shared")) / "lgg" / "original"  # as in conftest
 UPLOADS = ("TCGA_CS_4942_19970222_11.tif", "TCGA_CS_4942_19970222_11_mask.tif", "TCGA_CS_4942_19970222_3.tif")
@@ -59,7 +60,7 @@ class Run:
                 raise RuntimeError(f"{step}: the page shows an exception: "
                                    f"{page.locator('[data-testid=stException]').first.inner_text()[:500]}")
         time.sleep(SETTLE_S)
-        memory = appserver.memory_mb(self.server.pid)
+        memory = resident_mb(self.server.pid)
         row = {"step": step, "VmRSS_MB": round(memory["VmRSS"], 1), "VmHWM_MB": round(memory["VmHWM"], 1),
                "seconds": round(time.monotonic() - self.started, 1)}
         self.rows.append(row)

@@ -1,8 +1,8 @@
 """The app as a running server, for the browser tests and ``benchmarks/server_memory.py``.
 
 ``serve`` runs ``streamlit run streamlit_app.py`` headless on a free localhost port, on the bundled samples
-(without ``BRAINSEG_DATA``), and stops it afterwards; ``memory_mb`` reads a process's resident memory from
-/proc. The browser helpers take Playwright objects but never import Playwright, a test-only dependency.
+(without ``BRAINSEG_DATA``), and stops it afterwards. The browser helpers take Playwright objects but never
+import Playwright, a test-only dependency.
 """
 from __future__ import annotations
 
@@ -84,12 +84,6 @@ def wait_for_health(url: str, process: subprocess.Popen, start_s: float, log_pat
         if time.monotonic() > deadline:
             raise RuntimeError(f"streamlit did not answer within {start_s} s; see {log_path}")
         time.sleep(0.5)
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    """Resident (``VmRSS``) and peak resident (``VmHWM``) memory of ``pid`` in MB, from /proc/PID/status."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
 
 
 # ---- browser steps (Playwright objects, duck-typed) ------------------------------------------------

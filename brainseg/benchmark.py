@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from brainseg.checks import assess
 from brainseg.data import index_dataset
 from brainseg.inference import Prediction, Predictor, pipeline_settings
 from brainseg.io import read_slice
+from brainseg.memory import resident_mb
 from brainseg.preprocess import MODEL_SIZE, preprocess
 from brainseg.reference import ReferenceUNet
 from brainseg.samples import SAMPLES_DIR
@@ -234,18 +234,7 @@ def cold_child(variant: str, weights_dir: str | Path, started: float, compiled: 
         predictor.predict(image)
         elapsed = time.time() - started
         predictor.predict_many([image] * 16)
-    return {"cold_start_s": elapsed, "peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB. Linux's ``ru_maxrss`` carries the parent's peak across
-    fork + exec (every child would report at least the benchmark's own size), so read ``VmHWM`` instead."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"cold_start_s": elapsed, "peak_rss_mb": resident_mb()["VmHWM"]}
 
 
 def format_report(result: dict) -> str:

@@ -1,4 +1,7 @@
-"""Hand the memory a script run freed back to the OS, in the long-running app server (glibc; a no-op elsewhere).
+"""A process's resident memory, and handing the memory a script run freed back to the OS (glibc; a no-op elsewhere).
+
+``resident_mb`` reads ``VmRSS`` (resident now) and ``VmHWM`` (peak resident) from /proc (Linux); the benchmark
+and the app-server measurements use it.
 
 glibc's ``malloc`` keeps freed memory for reuse instead of returning it: after the first predictions it serves
 even the models' multi-MB activation buffers from its heaps (it raises its mmap threshold each time such a
@@ -10,7 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import resource
 import sys
+from pathlib import Path
 
 
 @functools.cache
@@ -30,3 +35,17 @@ def release() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def resident_mb(pid: int | str = "self") -> dict[str, float]:
+    """Resident (``VmRSS``) and peak resident (``VmHWM``) memory of ``pid`` in MB, from /proc/PID/status.
+
+    Without /proc (not Linux) only this process's peak is known (``ru_maxrss``), given for both. Linux's
+    ``ru_maxrss`` would carry a parent's peak across fork + exec, hence /proc first.
+    """
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists() and pid == "self":
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform.startswith("linux") else 2**20)
+        return {"VmRSS": peak, "VmHWM": peak}
+    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from brainseg import gallery
-from brainseg.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, memory_mb, wait_until_idle
+from brainseg.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, wait_until_idle
+from brainseg.memory import resident_mb
 from brainseg.data import by_patient, index_dataset
 
 pytest.importorskip("playwright.sync_api")
@@ -63,7 +64,7 @@ def test_eight_sessions_at_once(server: AppServer, browser, originals: Path) -> 
         sessions.append({"page": page, "context": context, "errors": errors, "patient": patient, "slice": first,
                          "count": len(patients[patient]), "upload": UPLOADS[i % len(UPLOADS)]})
     open_session(sessions[0], server.url)   # one session first: the server's memory with the models and one user
-    memory_one = memory_mb(pid)
+    memory_one = resident_mb(pid)
     print(f"\nfirst session: {time.monotonic() - start:.0f} s, server {memory_one['VmRSS']:.0f} MB", flush=True)
     opened = time.monotonic()
     for s in sessions[1:]:                  # the other seven open before any is waited on: they load at once
@@ -103,7 +104,7 @@ def test_eight_sessions_at_once(server: AppServer, browser, originals: Path) -> 
         assert page.locator("[data-testid=stException]").count() == 0
         assert s["errors"] == []
         s["context"].close()
-    memory_after = memory_mb(pid)
+    memory_after = resident_mb(pid)
     total = time.monotonic() - start
     print(f"{SESSIONS} sessions at once ({len(names)} patients, {STEPS} gallery steps and 1 upload each): "
           f"seven more first views {first_views:.0f} s, "
