@@ -140,6 +140,9 @@ def training_curves(history: dict) -> go.Figure:
             figure.add_scatter(x=x, y=[e.get(key) for e in epochs], name=name, mode="lines+markers", row=1, col=2)
     figure.update_xaxes(title_text="epoch")
     figure.update_yaxes(range=[0, 1.02], row=1, col=2)
+    for stage in history.get("stages", [])[1:]:     # where a run resumed with a new schedule or was fine-tuned
+        figure.add_vline(x=stage["first_epoch"] - 0.5, line={"dash": "dash", "color": "grey", "width": 1},
+                         annotation_text=stage["name"], annotation_position="top left", annotation_font_size=10)
     kind = history.get("kind", "model")
     _layout(figure, f"{kind.capitalize()} training, per epoch",
             "loss: mean over train-patient batches · metrics: val patients", height=420)

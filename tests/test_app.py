@@ -267,3 +267,7 @@ def test_training_curves_plot_every_epoch() -> None:
         figure = viz.training_curves(history)
         assert "train-patient" in figure.layout.title.text and "val patients" in figure.layout.title.text
         assert all(len(trace.x) == len(history["epochs"]) for trace in figure.data)
+        stages = history.get("stages", [])
+        assert len(figure.layout.shapes) == 2 * max(len(stages) - 1, 0)      # a line per later stage, both panels
+        assert [a.text for a in figure.layout.annotations if a.text in {s["name"] for s in stages}] == \
+               [s["name"] for s in stages[1:] for _ in range(2)]
