@@ -2,7 +2,8 @@
 
 Runs as one process (CPU or GPU) or under ``torchrun --nproc_per_node=N`` (DistributedDataParallel,
 gloo on CPU, NCCL on GPUs). Writes to ``--out``: ``last.pt`` (checkpoint every epoch, resumable),
-``<kind>.safetensors`` (best epoch by the validation metric, fp16), ``history.json``, ``split.json``.
+``<kind>.safetensors`` (best epoch by the validation metric, fp16), ``<kind>_last.safetensors`` (the last
+epoch's), ``history.json``, ``split.json``.
 """
 from __future__ import annotations
 
@@ -234,6 +235,7 @@ def run(args: argparse.Namespace) -> Path:
             print(json.dumps(entry), flush=True)
             if improved:
                 save_weights(kept, out / f"{args.kind}.safetensors", args.kind, settings)
+            save_weights(kept, out / f"{args.kind}_last.safetensors", args.kind, settings)
             (out / "history.json").write_text(json.dumps(
                 {"kind": args.kind, "monitor": monitor, "metric": "tversky (pooled, val tumour slices)" if segmenter
                  else "accuracy (val slices)", "best": best, "args": vars(args), "epochs": history}, indent=1) + "\n")

@@ -106,4 +106,7 @@ def test_segmenter_fine_tune_from_weights_with_ema_and_per_image_dice(tiny_data:
     assert tuned_dice > 0.6 > scratch_dice          # two steps cannot train a segmenter: the shipped weights were loaded
     checkpoint = torch.load(tuned / "last.pt", weights_only=True)
     assert int(checkpoint["ema"]["n_averaged"]) == 2   # the average followed both steps, and is resumable
+    last, _ = load_model(tuned / "segmenter_last.safetensors")      # the last epoch's weights are the average's
+    averaged = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k != "n_averaged"}
+    assert all(torch.equal(v, averaged[k].half().float()) for k, v in last.state_dict().items() if v.is_floating_point())
 
