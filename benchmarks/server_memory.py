@@ -112,7 +112,7 @@ def more_sessions(run: Run, browser: Any, count: int) -> None:
         page.goto(f"{run.server.url}/?patient={patient}&slice={number}")
         views.append((page, f"Slice {number} / {len(patients[patient])}"))
     for page, heading in views:
-        page.get_by_role("heading", name=heading).wait_for(timeout=appserver.FIRST_VIEW_MS)
+        appserver.wait_for_heading(page, heading)
         appserver.wait_until_idle(page, appserver.FIRST_VIEW_MS)
     run.record(f"+ {count} more sessions (all open)", [page for page, _ in views])
 

@@ -105,3 +105,16 @@ def shown_slice(page: Any) -> tuple[int, int]:
 def wait_until_idle(page: Any, timeout_ms: int = STEP_MS) -> None:
     """Until Streamlit's "running" indicator is gone (the script run has finished)."""
     page.wait_for_function(IDLE, timeout=timeout_ms)
+
+
+def wait_for_heading(page: Any, text: str, timeout_ms: int = FIRST_VIEW_MS) -> None:
+    """Until the heading ``text`` is visible; raises at once, with the app's traceback, if the page shows an
+    exception instead (in any tab), and after ``timeout_ms``."""
+    exception, wanted = page.locator("[data-testid=stException]"), page.get_by_role("heading", name=text, exact=True)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not wanted.is_visible():
+        if exception.count():
+            raise AssertionError(f"the app raised while {text!r} was awaited:\n{exception.first.text_content()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not shown within {timeout_ms / 1000:.0f} s")
+        page.wait_for_timeout(250)

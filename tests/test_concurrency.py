@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from brainseg import gallery
-from brainseg.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, wait_until_idle
+from brainseg.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, wait_for_heading, wait_until_idle
 from brainseg.memory import resident_mb
 from brainseg.data import by_patient, index_dataset
 
@@ -31,19 +31,9 @@ def heading(page, text: str):
     return page.get_by_role("heading", name=text, exact=True)
 
 
-def see(page, text: str) -> None:
-    """Wait for a heading; fail at once, with the app's traceback, when the script raised instead (in any tab)."""
-    exception, wanted = page.locator("[data-testid=stException]"), heading(page, text)
-    deadline = time.monotonic() + FIRST_VIEW_MS / 1000
-    while not wanted.is_visible():
-        assert exception.count() == 0, f"the app raised while {text!r} was awaited:\n{exception.first.text_content()}"
-        assert time.monotonic() < deadline, f"{text!r} not shown within {FIRST_VIEW_MS / 1000:.0f} s"
-        page.wait_for_timeout(250)
-
-
 def open_session(session: dict, url: str) -> None:
     session["page"].goto(f"{url}/?patient={session['patient']}&slice={session['slice']}")
-    see(session["page"], f"Slice {session['slice']} / {session['count']}")
+    wait_for_heading(session["page"], f"Slice {session['slice']} / {session['count']}")
     wait_until_idle(session["page"], FIRST_VIEW_MS)
 
 
@@ -70,7 +60,7 @@ def test_eight_sessions_at_once(server: AppServer, browser, originals: Path) -> 
     for s in sessions[1:]:                  # the other seven open before any is waited on: they load at once
         s["page"].goto(f"{server.url}/?patient={s['patient']}&slice={s['slice']}")
     for s in sessions[1:]:
-        see(s["page"], f"Slice {s['slice']} / {s['count']}")
+        wait_for_heading(s["page"], f"Slice {s['slice']} / {s['count']}")
     first_views = time.monotonic() - opened
     print(f"{SESSIONS} sessions open: {first_views:.0f} s for the last seven first views", flush=True)
 
@@ -81,7 +71,7 @@ def test_eight_sessions_at_once(server: AppServer, browser, originals: Path) -> 
             s["page"].get_by_role("button", name="Next ▶").click()
             s["slice"] += 1
         for s in sessions:
-            see(s["page"], f"Slice {s['slice']} / {s['count']}")
+            wait_for_heading(s["page"], f"Slice {s['slice']} / {s['count']}")
         step_times.append(time.monotonic() - clicked)
         print(f"step: {step_times[-1]:.1f} s for all sessions", flush=True)
 
@@ -91,7 +81,7 @@ def test_eight_sessions_at_once(server: AppServer, browser, originals: Path) -> 
         s["page"].locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
             str(originals / s["upload"]))
     for s in sessions:
-        see(s["page"], s["upload"])
+        wait_for_heading(s["page"], s["upload"])
     upload_time = time.monotonic() - uploaded
 
     for s in sessions:
