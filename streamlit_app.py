@@ -103,7 +103,7 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
                   help="A slice gets a mask only when the classifier's tumour probability reaches this value.")
         st.button("Reset to the shipped defaults", on_click=reset_settings, args=(defaults,), width="stretch")
         st.caption(f"Defaults chosen on the validation patients: threshold {defaults['seg_threshold']:g}, "
-                   f"gate {defaults['gate']:g}, minimum area {defaults['min_area']} px.")
+                   f"gate {defaults['gate']:g}, regions under {defaults['min_area']} px dropped.")
         st.radio("Image", list(viz.VIEWS), format_func=viz.VIEWS.get, key="view", horizontal=True)
         st.subheader("Explain")
         st.toggle("Why (LayerCAM heat map)", key="heat_map",

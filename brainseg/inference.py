@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from skimage.morphology import remove_small_objects
 
 from brainseg.checks import InputCheck, assess, load_calibration
 from brainseg.errors import BrainsegError
@@ -33,10 +34,13 @@ class Prediction:
 
     def mask(self, threshold: float = DEFAULT_SEG_THRESHOLD, gate: float = DEFAULT_GATE,
              min_area: int = DEFAULT_MIN_AREA) -> np.ndarray:
-        """``HxW bool``: the pipeline's mask; empty when the classifier gate says no tumour or when
-        fewer than ``min_area`` pixels pass the threshold."""
+        """``HxW bool``: the pipeline's mask: pixels at or above ``threshold``, without connected regions
+        (8-connected) of fewer than ``min_area`` pixels; empty when the classifier gate says no tumour or when
+        no region is left."""
         mask = self.probability >= threshold
-        if self.tumour_probability < gate or mask.sum() < max(min_area, 1):
+        if min_area > 1:
+            mask = remove_small_objects(mask, max_size=min_area - 1, connectivity=2)
+        if self.tumour_probability < gate or not mask.any():
             return np.zeros(self.probability.shape, bool)
         return mask
 

@@ -1,7 +1,7 @@
 """``python -m brainseg tune``: choose the pipeline's thresholds on the validation patients (never the test split).
 
 The pipeline calls a slice "tumour" when the classifier's probability reaches the gate and the segmenter finds
-at least ``min_area`` pixels above its threshold. The segmentation threshold maximises the validation patients'
+a connected region of at least ``min_area`` pixels above its threshold. The segmentation threshold maximises the validation patients'
 per-volume Dice; the gate and minimum area keep the false-positive rate on tumour-free slices at or under
 ``--max-fpr`` with the highest sensitivity (Youden's J where nothing meets that).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from skimage.measure import label
 
 from brainseg import metrics
 from brainseg.evaluate import Evaluated, evaluation_records, predict_records, volume_report
@@ -40,11 +41,16 @@ def choose_threshold(results: Sequence[Evaluated]) -> float:
     return max(THRESHOLDS, key=volume_dice)
 
 
+def largest_region(mask: np.ndarray) -> int:
+    """Pixels in the mask's largest 8-connected region (0 when empty)."""
+    return int(np.bincount(label(mask, connectivity=2).ravel())[1:].max(initial=0))
+
+
 def choose_gate(results: Sequence[Evaluated], threshold: float, max_fpr: float) -> dict:
     """Gate and minimum area: highest sensitivity with FPR <= max_fpr, else highest Youden's J."""
     labels = np.array([r.truth.any() for r in results])
     scores = np.array([r.prediction.tumour_probability for r in results])
-    areas = np.array([int((r.prediction.probability >= threshold).sum()) for r in results])
+    areas = np.array([largest_region(r.prediction.probability >= threshold) for r in results])
     candidates = []
     for gate, min_area in itertools.product(GATES, MIN_AREAS):
         found = metrics.detection((scores >= gate) & (areas >= max(min_area, 1)), labels)
