@@ -46,8 +46,14 @@ def largest_region(mask: np.ndarray) -> int:
     return int(np.bincount(label(mask, connectivity=2).ravel())[1:].max(initial=0))
 
 
+def pipeline_volume_dice(results: Sequence[Evaluated], threshold: float, gate: float, min_area: int) -> float:
+    """Mean per-volume Dice of the pipeline's masks at these settings."""
+    return volume_report(results, [r.prediction.mask(threshold, gate, min_area) for r in results])["dice_mean"]
+
+
 def choose_gate(results: Sequence[Evaluated], threshold: float, max_fpr: float) -> dict:
-    """Gate and minimum area: highest sensitivity with FPR <= max_fpr, else highest Youden's J."""
+    """Gate and minimum area: highest sensitivity (then accuracy) with FPR <= max_fpr, else highest Youden's J;
+    among settings that tie on those, the best pipeline per-volume Dice."""
     labels = np.array([r.truth.any() for r in results])
     scores = np.array([r.prediction.tumour_probability for r in results])
     areas = np.array([largest_region(r.prediction.probability >= threshold) for r in results])
@@ -57,8 +63,13 @@ def choose_gate(results: Sequence[Evaluated], threshold: float, max_fpr: float) 
         candidates.append({"gate": float(gate), "min_area": int(min_area), **found})
     allowed = [c for c in candidates if c["false_positive_rate"] <= max_fpr]
     if allowed:
-        return max(allowed, key=lambda c: (c["sensitivity"], c["accuracy"]))
-    return max(candidates, key=lambda c: c["sensitivity"] + c["specificity"])
+        pool, rank = allowed, lambda c: (c["sensitivity"], c["accuracy"])
+    else:
+        pool, rank = candidates, lambda c: c["sensitivity"] + c["specificity"]
+    top = max(rank(c) for c in pool)
+    tied = [{**c, "volume_dice": pipeline_volume_dice(results, threshold, c["gate"], c["min_area"])}
+            for c in pool if rank(c) == top]
+    return max(tied, key=lambda c: c["volume_dice"])
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -70,7 +81,8 @@ def run(args: argparse.Namespace) -> dict:
                 "chosen_on": f"validation split: {len({r.record.patient for r in results})} patients, "
                              f"{len(results)} slices",
                 "validation_detection": {k: chosen[k] for k in ("accuracy", "sensitivity", "specificity",
-                                                                 "false_positive_rate")}}
+                                                                 "false_positive_rate")},
+                "validation_pipeline_volume_dice": chosen["volume_dice"]}
     Path(args.out).write_text(json.dumps(settings, indent=1) + "\n")
     print(json.dumps(settings, indent=1))
     return settings

@@ -76,3 +76,15 @@ def test_tune_keeps_false_positives_under_the_cap_and_drops_specks_by_region() -
     chosen = choose_gate(results, threshold=0.5, max_fpr=0.03)
     assert chosen["sensitivity"] == 1.0 and chosen["false_positive_rate"] == 0.0
     assert 10 <= chosen["min_area"] <= 40
+
+
+def test_tune_breaks_ties_by_the_pipelines_volume_dice() -> None:
+    """Every minimum area up to 40 pixels finds all tumour slices without false positives; only those over
+    9 pixels also drop the 9-pixel speck beside each tumour, which raises the per-volume Dice."""
+    with_speck = _probability()
+    with_speck[20:23, 20:23] = 0.8
+    results = ([_evaluated(with_speck, 0.9, True, n) for n in range(10)]
+               + [_evaluated(np.zeros((32, 32), np.float32), 0.1, False, n) for n in range(10, 30)])
+    chosen = choose_gate(results, threshold=0.5, max_fpr=0.03)
+    assert chosen["sensitivity"] == 1.0 and chosen["false_positive_rate"] == 0.0
+    assert chosen["min_area"] in (10, 25) and chosen["volume_dice"] == pytest.approx(1.0)
