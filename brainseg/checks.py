@@ -31,7 +31,7 @@ from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.errors import BrainsegError
 from brainseg.io import SUFFIXES, read_slice
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
-from brainseg.weights import WEIGHTS_DIR, sha256, verify
+from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256, verify
 
 if TYPE_CHECKING:
     from brainseg.inference import Predictor
@@ -202,6 +202,7 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
         "distance_threshold": float(np.quantile(val_distance, 1 - FALSE_ALARM_TARGET)),
     }
     save_file({"train_features": neighbours.half().contiguous()}, str(weights_dir / CHECK_TENSORS))
+    record_checksum(weights_dir / CHECK_TENSORS)
     (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
     return payload
 

@@ -45,6 +45,12 @@ def read_checksums(folder: Path) -> dict[str, str]:
     return {name.strip().lstrip("*"): digest for digest, name in pairs}
 
 
+def record_checksum(path: Path) -> None:
+    """Add or replace ``path``'s line in its folder's SHA256SUMS, for a file this package has just written."""
+    sums = {**read_checksums(path.parent), path.name: sha256(path)}
+    (path.parent / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
+
+
 def verify(path: Path) -> None:
     """Refuse a weights file that is missing or does not match its recorded SHA-256."""
     if not path.is_file():

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg.checks import CHECK_JSON, CHECK_TENSORS, EXPECTED, OK, load_calibration, variants
+from brainseg.checks import CHECK_JSON, CHECK_TENSORS, EXPECTED, OK, calibrate, load_calibration, variants
+from brainseg.checksums import check_checksums
 from brainseg.data import index_dataset
 from brainseg.errors import BrainsegError
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, read_slice
-from brainseg.weights import WEIGHTS_DIR
+from brainseg.weights import CHECKSUMS, WEIGHTS_DIR
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
@@ -81,3 +82,13 @@ def test_calibration_for_other_classifier_weights_is_refused(tmp_path: Path) -> 
 
 def test_no_calibration_means_no_check(tmp_path: Path) -> None:
     assert load_calibration(tmp_path) is None
+
+
+def test_calibrate_records_its_features_file_in_the_checksums(tmp_path: Path) -> None:
+    """A fresh calibration loads at once (the measurement step after it used to stop on a stale checksum)."""
+    for name in ("classifier.safetensors", "segmenter.safetensors", CHECK_JSON, CHECK_TENSORS, CHECKSUMS):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    records = index_dataset(SAMPLES)
+    calibrate(Predictor(tmp_path, check=False), records[::6], records[1::12], tmp_path)
+    assert load_calibration(tmp_path) is not None
+    assert sorted(check_checksums(tmp_path)) == ["classifier.safetensors", CHECK_TENSORS, "segmenter.safetensors"]
