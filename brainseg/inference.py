@@ -99,8 +99,9 @@ class Predictor:
     def classifier_outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one forward pass."""
         with self.autocast():
-            features, logits = self.classifier.forward_features_and_logits(batch)
-        return features.float().cpu().numpy(), logits.float().cpu().numpy()
+            features = self.classifier.features(batch).float()
+        logits = self.classifier.logits(features)  # fp32: bf16 logits near 4 round in steps of 0.016
+        return features.cpu().numpy(), logits.cpu().numpy()
 
     @torch.inference_mode()
     def outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -87,10 +87,9 @@ class Classifier(nn.Module):
         """Pooled backbone features ``Bx2048`` (for the input check's feature-space distance)."""
         return self.head[1](self.head[0](self.backbone(self.resize(x))))
 
-    def forward_features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled features ``Bx2048`` and logits ``Bx2`` of one forward pass."""
-        features = self.features(x)
-        return features, self.head[2:](features)
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``Bx2`` from pooled features ``Bx2048`` (the dense part of the head)."""
+        return self.head[2:](features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.resize(x)))
