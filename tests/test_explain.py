@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from brainseg import explain
-from brainseg.data import by_patient, index_dataset
+from brainseg.data import index_dataset
 from brainseg.inference import Predictor
 from brainseg.io import read_mask, read_slice
 from brainseg.samples import SAMPLES_DIR
@@ -55,18 +55,18 @@ def test_heat_map_peaks_inside_a_large_tumour(predictor, tumour_slice):
     assert explain.peak_in_tumour(heat, truth)
 
 
-def test_heat_map_peaks_inside_the_largest_tumour_of_half_the_sample_patients(predictor):
-    """On the test split's bundled patients (never used to choose the map), the slice with the most tumour.
-
-    A random brain pixel lands in the tumour about 6% of the time, so two of four by chance is unlikely (~2%);
-    the rate over every test tumour slice is in the model card (weights/explain.json)."""
-    hits = []
-    for records in by_patient(index_dataset(SAMPLES_DIR)).values():
-        largest = max(records, key=lambda r: read_mask(r.mask_path).sum())
-        image = read_slice(largest.image_path)
-        hits.append(explain.peak_in_tumour(explain.activation_maps(predictor, [image])[0],
-                                           read_mask(largest.mask_path, shape=image.shape[:2])))
-    assert sum(hits) >= len(hits) / 2, hits
+def test_heat_map_peaks_inside_the_tumour_on_most_tumour_slices_of_the_sample_patients(predictor):
+    """Every tumour slice of the test split's bundled patients (never used to choose the map): the peak must
+    land inside the tumour on at least 40% of them, where a random brain pixel does about 6% of the time
+    (Grad-CAM at layer4 scores 0 of 34 here). The 192-px classifier scores 19 of 34; the rate over every test
+    tumour slice is in the model card (weights/explain.json). This replaced a check on each patient's single
+    largest slice, which the 192-px classifier hit on 1 of 4 while its test-split rate rose from 0.65 to 0.78."""
+    records = [r for r in index_dataset(SAMPLES_DIR) if r.tumour]
+    images = [read_slice(r.image_path) for r in records]
+    heat_maps = explain.activation_maps(predictor, images)
+    hits = [explain.peak_in_tumour(heat, read_mask(r.mask_path, shape=image.shape[:2]))
+            for r, image, heat in zip(records, images, heat_maps)]
+    assert len(hits) >= 30 and sum(hits) >= 0.4 * len(hits), f"{sum(hits)} of {len(hits)}"
 
 
 @pytest.mark.parametrize(("method", "layer"), [("layercam", "layer1"), ("gradcam", "layer4"), ("layercam", "layer3")])
