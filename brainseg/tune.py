@@ -1,9 +1,10 @@
 """``python -m brainseg tune``: choose the pipeline's thresholds on the validation patients (never the test split).
 
 The pipeline calls a slice "tumour" when the classifier's probability reaches the gate and the segmenter finds
-a connected region of at least ``min_area`` pixels above its threshold. The segmentation threshold maximises the validation patients'
-per-volume Dice; the gate and minimum area keep the false-positive rate on tumour-free slices at or under
-``--max-fpr`` with the highest sensitivity (Youden's J where nothing meets that).
+a connected region of at least ``min_area`` pixels above its threshold. The segmentation threshold maximises
+the validation patients' per-volume Dice; the gate and minimum area keep the false-positive rate on tumour-free
+slices at or under ``--max-fpr`` with the highest sensitivity (Youden's J where nothing meets that), ties going
+to the best pipeline per-volume Dice.
 """
 from __future__ import annotations
 
