@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from brainseg.errors import BrainsegError
-from brainseg.weights import CHECKSUMS, WEIGHTS_DIR, read_checksums, sha256
+from brainseg.weights import CHECKSUMS, WEIGHTS_DIR, read_checksums, sha256, write_checksum_file
 
 WEIGHT_PATTERN = "*.safetensors"
 
@@ -20,9 +20,7 @@ def write_checksums(folder: str | Path = WEIGHTS_DIR) -> Path:
     files = sorted(folder.glob(WEIGHT_PATTERN))
     if not files:
         raise BrainsegError(f"{folder}: no {WEIGHT_PATTERN} files to hash; expected the trained weights")
-    path = folder / CHECKSUMS
-    path.write_text("".join(f"{sha256(file)}  {file.name}\n" for file in files))
-    return path
+    return write_checksum_file(folder, {file.name: sha256(file) for file in files})
 
 
 def check_checksums(folder: str | Path = WEIGHTS_DIR) -> list[str]:

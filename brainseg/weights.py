@@ -45,10 +45,16 @@ def read_checksums(folder: Path) -> dict[str, str]:
     return {name.strip().lstrip("*"): digest for digest, name in pairs}
 
 
+def write_checksum_file(folder: Path, sums: dict[str, str]) -> Path:
+    """Write ``{file name: sha256}`` to ``folder/SHA256SUMS`` (``sha256sum`` format, sorted by name)."""
+    path = folder / CHECKSUMS
+    path.write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
+    return path
+
+
 def record_checksum(path: Path) -> None:
     """Add or replace ``path``'s line in its folder's SHA256SUMS, for a file this package has just written."""
-    sums = {**read_checksums(path.parent), path.name: sha256(path)}
-    (path.parent / CHECKSUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
+    write_checksum_file(path.parent, {**read_checksums(path.parent), path.name: sha256(path)})
 
 
 def verify(path: Path) -> None:
