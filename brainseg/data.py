@@ -139,6 +139,59 @@ def make_split(records: Sequence[SliceRecord], seed: int = 0,
     return split
 
 
+def make_folds(records: Sequence[SliceRecord], patients: Sequence[str], folds: int = 5,
+               seed: int = 0) -> list[list[str]]:
+    """Deterministic patient-level folds over ``patients``, stratified by tumour burden like :func:`make_split`.
+
+    Patients are sorted by share of tumour slices and dealt, ``folds`` at a time in shuffled order, so every
+    fold spans small and large tumours. Returns the held-out patients of each fold, sorted.
+    """
+    if folds < 2:
+        raise BrainsegError(f"--folds must be at least 2, got {folds}")
+    grouped = {p: rs for p, rs in by_patient(records).items() if p in set(patients)}
+    missing = sorted(set(patients) - set(grouped))
+    if missing:
+        raise BrainsegError(f"patients of the split not in the data: {', '.join(missing[:5])}")
+    if len(grouped) < folds:
+        raise BrainsegError(f"{len(grouped)} patients cannot make {folds} folds")
+    burden = {p: sum(r.tumour for r in rs) / len(rs) for p, rs in grouped.items()}
+    ordered = sorted(grouped, key=lambda p: (burden[p], p))
+    rng = random.Random(seed)
+    held_out: list[list[str]] = [[] for _ in range(folds)]
+    for start in range(0, len(ordered), folds):
+        labels = list(range(folds))
+        rng.shuffle(labels)
+        for patient, fold in zip(ordered[start:start + folds], labels):
+            held_out[fold].append(patient)
+    return [sorted(fold) for fold in held_out]
+
+
+def fold_split(split: dict[str, list[str]], held_out: Sequence[Sequence[str]], fold: int) -> dict[str, list[str]]:
+    """The train/val/test split of one fold: val = that fold's held-out patients, train = the other
+    development patients, test untouched."""
+    if not 0 <= fold < len(held_out):
+        raise BrainsegError(f"--fold must be in 0..{len(held_out) - 1}, got {fold}")
+    val = sorted(held_out[fold])
+    development = set(split["train"]) | set(split["val"])
+    return {"train": sorted(development - set(val)), "val": val, "test": list(split["test"])}
+
+
+def save_folds(path: str | Path, held_out: Sequence[Sequence[str]], seed: int) -> None:
+    """Add (or replace) the ``folds`` entry of a split file, keeping the rest as it is."""
+    path = Path(path)
+    payload = json.loads(path.read_text())
+    payload["folds"] = {"method": "patient-level over train+val, stratified by share of tumour slices",
+                        "seed": seed, "held_out": [list(f) for f in held_out]}
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def load_folds(path: str | Path) -> list[list[str]] | None:
+    """The held-out patients of each fold from a split file, or None when it has no folds."""
+    payload = json.loads(Path(path).read_text())
+    folds = payload.get("folds")
+    return [list(f) for f in folds["held_out"]] if folds else None
+
+
 def save_split(split: dict[str, list[str]], path: str | Path, seed: int) -> None:
     payload = {"method": "patient-level, stratified by share of tumour slices", "seed": seed,
                **{name: split[name] for name in SPLITS}}

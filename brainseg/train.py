@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from brainseg import metrics
-from brainseg.data import (Augment, EpochSampler, SliceDataset, index_dataset, load_split, make_split,
-                           save_split, select)
+from brainseg.data import (Augment, EpochSampler, SliceDataset, fold_split, index_dataset, load_folds,
+                           load_split, make_folds, make_split, save_folds, save_split, select)
+from brainseg.errors import BrainsegError
 from brainseg.models import build_model
 from brainseg.weights import load_model, save_weights
 
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, history, best weights")
     parser.add_argument("--split", help="split JSON to use (default: make one, or reuse OUT/split.json)")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="cross-validation: split the split file's train+val patients into this many folds "
+                             "(written to the split file if it has none)")
+    parser.add_argument("--fold", type=int, default=0, help="with --folds: which fold to hold out for validation")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up + cosine)")
@@ -129,6 +134,19 @@ def validate(kind: str, model: torch.nn.Module, dataset: SliceDataset, device: t
 
 
 def _split(args: argparse.Namespace, records, out: Path, rank: int) -> dict[str, list[str]]:
+    if args.folds:
+        if not args.split:
+            raise BrainsegError("--folds needs --split (the split file whose train+val patients are folded)")
+        split = load_split(args.split)
+        held_out = load_folds(args.split)
+        if held_out is None or len(held_out) != args.folds:
+            held_out = make_folds(records, split["train"] + split["val"], args.folds, args.seed)
+            if rank == 0:
+                save_folds(args.split, held_out, args.seed)
+        split = fold_split(split, held_out, args.fold)
+        if rank == 0:
+            save_split(split, out / "split.json", args.seed)
+        return split
     if args.split:
         return load_split(args.split)
     if (out / "split.json").exists():
