@@ -62,8 +62,10 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "median": float(np.median(values))} if len(values) else {}
 
 
-def overlap_report(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict:
-    """Per-slice mean/median of each overlap metric, plus pooled Dice and Tversky, over the given slices."""
+def overlap_report(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                   patients: Sequence[str] | None = None) -> dict:
+    """Per-slice mean/median of each overlap metric, plus pooled Dice and Tversky, over the given slices; with
+    ``patients`` (one name per slice), the pooled Tversky's 95% bootstrap interval over patients."""
     per_slice = [metrics.slice_overlap(m, t) for m, t in zip(masks, truths)]
     pooled = sum((metrics.counts(m, t) for m, t in zip(masks, truths)), metrics.Counts(0, 0, 0))
     report: dict = {"slices": len(per_slice)}
@@ -71,19 +73,28 @@ def overlap_report(masks: Sequence[np.ndarray], truths: Sequence[np.ndarray]) ->
         summary = _summary([getattr(o, name) for o in per_slice])
         report[f"{name}_mean"], report[f"{name}_median"] = summary.get("mean"), summary.get("median")
     report["dice_pooled"], report["tversky_pooled"] = metrics.dice(pooled), metrics.tversky(pooled)
+    if patients is not None:
+        per_patient = metrics.volume_counts(patients, masks, truths)
+        report["tversky_pooled_interval_95"] = metrics.bootstrap_interval(
+            metrics.count_rows(list(per_patient.values())), metrics.resampled_pooled_tversky)
     return report
 
 
 def volume_report(results: Sequence[Evaluated], masks: Sequence[np.ndarray]) -> dict:
-    """Per-volume Dice: each patient's slices stacked into one volume."""
+    """Per-volume Dice: each patient's slices stacked into one volume; mean and median with their 95% bootstrap
+    intervals over patients."""
     dices = metrics.volume_dice([r.record.patient for r in results], masks, [r.truth for r in results])
-    return {"patients": len(dices), **{f"dice_{k}": v for k, v in _summary(list(dices.values())).items()},
+    values = list(dices.values())
+    return {"patients": len(dices), **{f"dice_{k}": v for k, v in _summary(values).items()},
+            "dice_mean_interval_95": metrics.bootstrap_interval(values, metrics.resampled_mean),
+            "dice_median_interval_95": metrics.bootstrap_interval(values, metrics.resampled_median),
             "per_patient": dices}
 
 
 def report(results: Sequence[Evaluated], settings: dict[str, float]) -> dict:
     """Every metric of DESIGN.md for segmenter alone and for the gated pipeline."""
     truths = [r.truth for r in results]
+    patients = [r.record.patient for r in results]
     labels = np.array([r.truth.any() for r in results])
     seg_masks = [r.prediction.probability >= settings["seg_threshold"] for r in results]
     pipe_masks = [r.prediction.mask(settings["seg_threshold"], settings["gate"], settings["min_area"]) for r in results]
@@ -100,13 +111,15 @@ def report(results: Sequence[Evaluated], settings: dict[str, float]) -> dict:
         "settings": settings,
         "segmenter": {
             "aggregation": "segmenter alone (threshold, no gate); per slice mean/median, pooled over slices, per volume",
-            "tumour_slices": overlap_report([seg_masks[i] for i in tumour], [truths[i] for i in tumour]),
+            "tumour_slices": overlap_report([seg_masks[i] for i in tumour], [truths[i] for i in tumour],
+                                            [patients[i] for i in tumour]),
             "all_slices": overlap_report(seg_masks, truths),
             "volume": volume_report(results, seg_masks),
         },
         "pipeline": {
             "aggregation": "classifier gate + segmenter + minimum area; a slice is called tumour when its mask is non-empty",
-            "tumour_slices": overlap_report([pipe_masks[i] for i in tumour], [truths[i] for i in tumour]),
+            "tumour_slices": overlap_report([pipe_masks[i] for i in tumour], [truths[i] for i in tumour],
+                                            [patients[i] for i in tumour]),
             "all_slices": overlap_report(pipe_masks, truths),
             "volume": volume_report(results, pipe_masks),
             "detection": metrics.detection(np.array([m.any() for m in pipe_masks]), labels),
@@ -122,18 +135,25 @@ def report(results: Sequence[Evaluated], settings: dict[str, float]) -> dict:
     }
 
 
+def _with_interval(section: dict, name: str) -> str:
+    low, high = section[f"{name}_interval_95"]
+    return f"{section[name]:.4f} [{low:.3f}-{high:.3f}]"
+
+
 def table(result: dict) -> str:
     """A short text table of the headline figures, each with its aggregation."""
     seg, pipe, cls = result["segmenter"], result["pipeline"], result["classifier"]
     rows = [
         ("patients / slices / tumour slices", f"{result['patients']} / {result['slices']} / {result['tumour_slices']}"),
-        ("segmenter  per-volume Dice mean (median)", f"{seg['volume']['dice_mean']:.4f} ({seg['volume']['dice_median']:.4f})"),
-        ("segmenter  tumour slices Tversky pooled", f"{seg['tumour_slices']['tversky_pooled']:.4f}"),
+        ("segmenter  per-volume Dice mean [95% CI] (median)", _with_interval(seg["volume"], "dice_mean")
+         + f" ({seg['volume']['dice_median']:.4f})"),
+        ("segmenter  tumour slices Tversky pooled [95% CI]", _with_interval(seg["tumour_slices"], "tversky_pooled")),
         ("segmenter  tumour slices Tversky per-slice mean", f"{seg['tumour_slices']['tversky_mean']:.4f}"),
         ("segmenter  tumour slices Dice per-slice mean", f"{seg['tumour_slices']['dice_mean']:.4f}"),
         ("segmenter  all slices Dice per-slice mean", f"{seg['all_slices']['dice_mean']:.4f}"),
-        ("pipeline   per-volume Dice mean (median)", f"{pipe['volume']['dice_mean']:.4f} ({pipe['volume']['dice_median']:.4f})"),
-        ("pipeline   tumour slices Tversky pooled", f"{pipe['tumour_slices']['tversky_pooled']:.4f}"),
+        ("pipeline   per-volume Dice mean [95% CI] (median)", _with_interval(pipe["volume"], "dice_mean")
+         + f" ({pipe['volume']['dice_median']:.4f})"),
+        ("pipeline   tumour slices Tversky pooled [95% CI]", _with_interval(pipe["tumour_slices"], "tversky_pooled")),
         ("pipeline   all slices Dice per-slice mean", f"{pipe['all_slices']['dice_mean']:.4f}"),
         ("pipeline   sensitivity / false-positive rate", f"{pipe['detection']['sensitivity']:.4f} / {pipe['detection']['false_positive_rate']:.4f}"),
         ("pipeline   accuracy", f"{pipe['detection']['accuracy']:.4f}"),

@@ -88,10 +88,50 @@ def slice_overlap(pred: np.ndarray, truth: np.ndarray) -> Overlap:
 
 def volume_dice(patients: Sequence[str], preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, float]:
     """Per-volume Dice: each patient's slices (given in any order, one patient name per slice) stacked."""
+    return {patient: dice(c) for patient, c in volume_counts(patients, preds, truths).items()}
+
+
+def volume_counts(patients: Sequence[str], preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, Counts]:
+    """Pixel counts per patient: each patient's slices (one patient name per slice) summed."""
     per_patient: dict[str, Counts] = {}
     for patient, pred, truth in zip(patients, preds, truths):
         per_patient[patient] = per_patient.get(patient, Counts(0, 0, 0)) + counts(pred, truth)
-    return {patient: dice(c) for patient, c in per_patient.items()}
+    return per_patient
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(values: np.ndarray | Sequence[float], statistic, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval over patients: ``values`` holds one row per patient, resampled with
+    replacement; ``statistic`` maps a ``resamples x patients [x ...]`` array to one estimate per resample."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return [float("nan"), float("nan")]
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    tail = (1 - level) / 2 * 100
+    return [float(v) for v in np.percentile(statistic(values[draws]), [tail, 100 - tail])]
+
+
+def resampled_mean(samples: np.ndarray) -> np.ndarray:
+    return samples.mean(axis=1)
+
+
+def resampled_median(samples: np.ndarray) -> np.ndarray:
+    return np.median(samples, axis=1)
+
+
+def resampled_pooled_tversky(samples: np.ndarray, alpha: float = TVERSKY_ALPHA) -> np.ndarray:
+    """Pooled Tversky of each resample of per-patient ``(tp, fp, fn)`` rows (empty truth and prediction = 1)."""
+    tp, fp, fn = samples.sum(axis=1).T
+    denominator = tp + alpha * fn + (1 - alpha) * fp
+    return np.where(denominator == 0, 1.0, tp / np.maximum(denominator, 1e-12))
+
+
+def count_rows(per_patient: Sequence[Counts]) -> np.ndarray:
+    """``patients x 3`` array of (tp, fp, fn), the rows :func:`resampled_pooled_tversky` resamples."""
+    return np.array([[c.tp, c.fp, c.fn] for c in per_patient], dtype=float).reshape(-1, 3)
 
 
 # ---- training loss (soft, differentiable) --------------------------------------------------------
