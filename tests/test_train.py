@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainseg.data import save_split
+from brainseg.data import load_folds, save_split
 from brainseg.weights import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,3 +110,17 @@ def test_segmenter_fine_tune_from_weights_with_ema_and_per_image_dice(tiny_data:
     averaged = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k != "n_averaged"}
     assert all(torch.equal(v, averaged[k].half().float()) for k, v in last.state_dict().items() if v.is_floating_point())
 
+
+
+def test_segmenter_fold_holds_out_its_patients_and_records_the_folds(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, split = tiny_data
+    folded = tmp_path / "split.json"
+    folded.write_text(split.read_text())
+    out = tmp_path / "fold1"
+    run_brainseg(common_arguments("segmenter", data, folded, out, epochs=1)
+                 + ["--crop", "64", "--folds", "3", "--fold", "1"])
+    folds = load_folds(folded)
+    assert folds is not None and sorted(sum(folds, [])) == sorted(TRAIN + VAL)   # written to the split file
+    used = json.loads((out / "split.json").read_text())
+    assert used["val"] == folds[1] and sorted(used["train"] + used["val"]) == sorted(TRAIN + VAL)
+    assert read_history(out)["epochs"][0]["epoch"] == 1
