@@ -13,7 +13,7 @@ COMMANDS = {  # name: (module, help)
     "crossval": ("brainseg.crossval", "out-of-fold figures of the fold members over the development patients"),
     "tune": ("brainseg.tune", "choose the pipeline's thresholds on the validation patients"),
     "samples": ("brainseg.samples", "bundle test-split patients into samples/"),
-    "predict": ("brainseg.predict", "masks, overlays and a CSV for slice files, with the input check"),
+    "predict": ("brainseg.predict", "masks, overlays and a CSV for slice files and volumes, with the input check"),
     "calibrate": ("brainseg.checks", "fit the input check on the training split, thresholds on validation"),
     "benchmark": ("brainseg.benchmark", "latency, throughput, cold start, memory and FLOPs of inference"),
     "checksums": ("brainseg.checksums", "write or check weights/SHA256SUMS"),

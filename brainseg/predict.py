@@ -1,8 +1,10 @@
-"""``python -m brainseg predict FILES... --out DIR``: mask and overlay PNGs and one CSV row per file.
+"""``python -m brainseg predict FILES... --out DIR``: mask and overlay PNGs and one CSV row per slice file; for a
+volume (NIfTI, multi-page TIFF, a zip, or a folder holding a DICOM series) ``<name>_mask.nii.gz`` in the input's grid
+and one CSV row per slice.
 
-Every file goes through the input check; a flagged file is predicted and reported, not skipped. A file
-that cannot be read gets a one-line error on stderr and a row saying why; the others are still processed,
-and the command exits non-zero at the end.
+Every slice goes through the input check; a flagged one is predicted and reported, not skipped. An input that
+cannot be read gets a one-line error on stderr and a row saying why; the others are still processed, and the
+command exits with code 2 at the end.
 """
 from __future__ import annotations
 
@@ -18,15 +20,17 @@ from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, Predictor, pipeline_settings
 from brainseg.io import encode_png, read_slice
 from brainseg.viz import overlay
+from brainseg.volume_io import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
 from brainseg.weights import WEIGHTS_DIR
 
 CSV_NAME = "predictions.csv"
-COLUMNS = ("file", "tumour_probability", "predicted_area_px", "check_score", "verdict", "reasons",
-           "mask_png", "overlay_png", "error")
+COLUMNS = ("file", "slice", "tumour_probability", "predicted_area_px", "check_score", "verdict", "reasons",
+           "mask_png", "overlay_png", "mask_nifti", "error")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", help="slice images (.tif, .png, .jpg)")
+    parser.add_argument("files", nargs="+", help="slice images (.tif, .png, .jpg) or volumes (.nii, .nii.gz, "
+                        "multi-page .tif, .zip, or a folder of one DICOM series)")
     parser.add_argument("--out", required=True, help="folder for the PNGs and predictions.csv")
     parser.add_argument("--threshold", type=float, help="segmenter threshold (default: weights/pipeline.json)")
     parser.add_argument("--gate", type=float, help="classifier gate (default: weights/pipeline.json)")
@@ -42,14 +46,40 @@ def output_stem(path: Path, taken: set[str]) -> str:
     return stem
 
 
-def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: str, overlay_png: str) -> dict:
+def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: str = "", overlay_png: str = "",
+               slice_number: int | str = "", mask_nifti_name: str = "") -> dict:
     check = prediction.check
-    return {"file": str(path), "tumour_probability": round(prediction.tumour_probability, 4),
+    return {"file": str(path), "slice": slice_number, "tumour_probability": round(prediction.tumour_probability, 4),
             "predicted_area_px": int(mask.sum()),
             "check_score": "" if check is None else round(check.score, 3),
             "verdict": "" if check is None else check.verdict,
             "reasons": "" if check is None else "; ".join(check.reasons),
-            "mask_png": mask_png, "overlay_png": overlay_png, "error": ""}
+            "mask_png": mask_png, "overlay_png": overlay_png, "mask_nifti": mask_nifti_name, "error": ""}
+
+
+def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
+    """``("volume" or "slice", [(name, bytes)])`` of one argument: a folder is one upload (a DICOM series)."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise BrainsegError(f"{path}: no such file, or an empty folder")
+    if sum(f.stat().st_size for f in files) > MAX_UPLOAD_BYTES:
+        raise BrainsegError(f"{path}: more than {MAX_UPLOAD_BYTES // 2**20:,} MB; expected one scan")
+    named = [(f.name, f.read_bytes()) for f in files]
+    return ("volume" if path.is_dir() or is_volume(named[0][1]) else "slice"), named
+
+
+def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, bytes]], out: Path, stem: str,
+                   settings: tuple[float, float, int]) -> list[dict]:
+    """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice."""
+    volume = read_volume(files)
+    predictions = predictor.predict_many(volume.images_u8)
+    masks = [p.mask(*settings) for p in predictions]
+    (out / f"{stem}_mask.nii.gz").write_bytes(mask_nifti(masks, volume.geometry))
+    flagged = sum(p.check is not None and p.check.flagged for p in predictions)
+    if flagged:
+        tqdm.write(f"{path}: {flagged} of {len(predictions)} slices unlike the training data", file=sys.stderr)
+    return [result_row(path, p, m, slice_number=n, mask_nifti_name=f"{stem}_mask.nii.gz")
+            for n, p, m in zip(volume.numbers, predictions, masks)]
 
 
 def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold: float, gate: float,
@@ -59,7 +89,12 @@ def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold:
     rows, taken = [], set()
     for path in tqdm(files, desc="predict", unit="file"):
         try:
-            image = read_slice(path)
+            kind, named = read_input(path)
+            if kind == "volume":
+                rows.extend(predict_volume(predictor, path, named, out, output_stem(_volume_stem(path), taken),
+                                           (threshold, gate, min_area)))
+                continue
+            image = read_slice(named[0][1], str(path))
         except BrainsegError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             rows.append({**dict.fromkeys(COLUMNS, ""), "file": str(path), "error": str(err)})
@@ -73,6 +108,11 @@ def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold:
         if prediction.check is not None and prediction.check.flagged:
             tqdm.write(f"{path}: {prediction.check.verdict}: {'; '.join(prediction.check.reasons)}", file=sys.stderr)
     return rows
+
+
+def _volume_stem(path: Path) -> Path:
+    """``scan.nii.gz`` -> ``scan`` (as a Path, for :func:`output_stem`)."""
+    return Path(path.name.removesuffix(".gz").removesuffix(".nii")) if path.is_file() else Path(path.name)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -92,8 +132,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     write_csv(rows, out / CSV_NAME)
     flagged = sum(row["verdict"] not in ("", "ok") for row in rows)
     failed = sum(bool(row["error"]) for row in rows)
-    print(f"predict: {len(rows) - failed} of {len(rows)} files predicted, {flagged} flagged by the input check; "
+    print(f"predict: {len(rows) - failed} of {len(rows)} slices predicted, {flagged} flagged by the input check; "
           f"{out / CSV_NAME}")
     if failed:
-        raise BrainsegError(f"{failed} of {len(rows)} files could not be read; see the error column of {out / CSV_NAME}")
+        raise BrainsegError(f"{failed} of {len(args.files)} inputs could not be read; see the error column of {out / CSV_NAME}")
     return rows

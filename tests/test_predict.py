@@ -1,13 +1,18 @@
-"""``python -m brainseg predict`` on a mixed batch: a Kaggle .tif, a foreign web JPEG and a corrupt file."""
+"""``python -m brainseg predict`` on a mixed batch (a Kaggle .tif, a foreign web JPEG, a corrupt file) and on volumes."""
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from brainseg import gallery
 from brainseg.__main__ import main
+from brainseg.data import index_patient
+from brainseg.io import read_slice
 from brainseg.predict import CSV_NAME
 
 
@@ -37,3 +42,30 @@ def test_predict_writes_csv_and_pngs_for_a_mixed_batch(originals: Path, tmp_path
         assert mask.size == size
         assert int(row["predicted_area_px"]) == int((np.asarray(mask) > 0).sum())
         assert Image.open(out / row["overlay_png"]).size == size
+
+
+def test_predict_accepts_volumes_and_writes_a_mask_nifti_beside_the_csv(tmp_path: Path, capsys) -> None:
+    records = index_patient(gallery.SAMPLES_DIR / "TCGA_HT_7686_19950629")
+    stored = np.stack([read_slice(r.image_path) for r in records]).transpose(2, 1, 0, 3)
+    affine = np.diag([-0.94, -0.94, 3.3, 1.0])
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(gzip.compress(nib.Nifti1Image(stored, affine).to_bytes()))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(scan.read_bytes()[:5000])
+    out = tmp_path / "out"
+
+    code = main(["predict", str(scan), str(broken), "--out", str(out)])
+
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert any("broken.nii.gz" in line and "truncated" in line for line in errors)
+    with open(out / CSV_NAME, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    volume_rows = [r for r in rows if Path(r["file"]).name == "scan.nii.gz"]
+    assert [int(r["slice"]) for r in volume_rows] == list(range(1, len(records) + 1))
+    assert {r["mask_nifti"] for r in volume_rows} == {"scan_mask.nii.gz"}
+    mask = nib.load(out / "scan_mask.nii.gz")
+    assert mask.shape == stored.shape[:3] and np.allclose(mask.affine, affine)
+    areas = np.asarray(mask.dataobj).sum(axis=(0, 1))
+    assert [int(a) for a in areas] == [int(r["predicted_area_px"]) for r in volume_rows] and areas.sum() > 0
+    assert rows[-1]["error"] and Path(rows[-1]["file"]).name == "broken.nii.gz"
