@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from brainseg import explain, gallery, memory, service, viz, volume
+from brainseg import explain, gallery, memory, service, viz, volume, volume_io
 from brainseg.data import KAGGLE_HINT, SliceRecord, load_split
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, pipeline_settings
@@ -206,21 +206,105 @@ def slice_metrics(summary: dict, settings: Settings) -> None:
                       f"{summary[name]:.3f}", border=True)
 
 
-# ---- gallery -------------------------------------------------------------------------------------
+# ---- one volume: stepper, four panels, area profile, 3D, worst slices, downloads ---------------------
 
-def move_slice(numbers: list[int], offset: int) -> None:
-    st.session_state.slice = gallery.step(numbers, st.session_state.slice, offset)
+@dataclass(frozen=True)
+class VolumeSource:
+    """Where a volume view's slices came from: a gallery patient or an uploaded scan."""
+
+    name: str                # patient or file name, in headings and file names
+    prefix: str              # of the session-state and widget keys ("" for the gallery: its keys are in the URL)
+    key: str                 # of the slice's own widgets
+    subtitle: str            # the grey line under the slice heading
+    profile_note: str        # the area profile's subtitle
+    image_keys: list[str]    # per slice: what names it in the explanation caches
 
 
-def jump_to_random(numbers: list[int]) -> None:
-    st.session_state.slice = gallery.random_slice(numbers, st.session_state.slice, random.Random())
+def move_slice(slice_key: str, numbers: list[int], offset: int) -> None:
+    st.session_state[slice_key] = gallery.step(numbers, st.session_state[slice_key], offset)
 
 
-def jump_to(number: int, is_tumour: bool) -> None:
-    st.session_state.slice = number
+def jump_to_random(slice_key: str, numbers: list[int]) -> None:
+    st.session_state[slice_key] = gallery.random_slice(numbers, st.session_state[slice_key], random.Random())
+
+
+def jump_to(prefix: str, number: int, is_tumour: bool) -> None:
+    st.session_state[f"{prefix}slice"] = number
     if not is_tumour:
-        st.session_state.tumour_only = False
+        st.session_state[f"{prefix}tumour_only"] = False
 
+
+def volume_view(top: list, slices: service.PatientSlices, source: VolumeSource, settings: Settings) -> None:
+    """The one volume view of a gallery patient and of an uploaded scan; ``top`` holds four columns, the
+    first filled by the caller (the patient picker, or the scan's name)."""
+    k, slice_key = source.prefix, f"{source.prefix}slice"
+    top[1].toggle("Tumour slices only", key=f"{k}tumour_only", disabled=not slices.has_truth,
+                  help=None if slices.has_truth else "Needs a mask volume.")
+    numbers = gallery.visible_slices(slices.numbers, [bool(t.any()) for t in slices.truths],
+                                     st.session_state[f"{k}tumour_only"])
+    if st.session_state[slice_key] not in numbers:
+        st.session_state[slice_key] = gallery.nearest(numbers, st.session_state[slice_key])
+    top[2].button("Random slice", icon=":material/casino:", on_click=jump_to_random, args=(slice_key, numbers),
+                  width="stretch", key=f"{k}random")
+    truths = slices.truths
+    masks = slices.masks(settings.threshold, settings.gate, settings.min_area)
+    if slices.has_truth:
+        with top[3].popover("Worst slices by Dice", icon=":material/troubleshoot:", width="stretch"):
+            st.caption("Slices with tumour in the truth or the prediction, lowest Dice first, at the current settings.")
+            for number, dice in gallery.worst_slices(slices.numbers, truths, masks):
+                st.button(f"Slice {number}: Dice {dice:.2f}", key=f"{k}worst_{number}", on_click=jump_to,
+                          args=(k, number, bool(truths[slices.index(number)].any())), width="stretch")
+    nav = st.columns([1.4, 7, 1.4], vertical_alignment="center")
+    nav[0].button("◀ Previous", on_click=move_slice, args=(slice_key, numbers, -1), width="stretch",
+                  disabled=st.session_state[slice_key] == numbers[0], key=f"{k}previous")
+    if len(numbers) > 1:
+        nav[1].select_slider("Slice", numbers, key=slice_key, label_visibility="collapsed")
+    nav[2].button("Next ▶", on_click=move_slice, args=(slice_key, numbers, 1), width="stretch",
+                  disabled=st.session_state[slice_key] == numbers[-1], key=f"{k}next")
+    number = st.session_state[slice_key]
+    st.markdown(f"#### Slice {number} / {len(slices.numbers)}  \n<span style='color:grey'>{source.subtitle}</span>",
+                unsafe_allow_html=True)
+    i = slices.index(number)
+    slice_view(slices.images_u8[i], truths[i] if slices.has_truth else None, slices.predictions[i], settings,
+               f"{source.name}_{number}", key=source.key, image_key=source.image_keys[i])
+    summary = slices.summary(source.name, masks)
+    areas = viz.area_across_slices(
+        list(zip(summary.slice_numbers, summary.true_px, summary.predicted_px)), number,
+        f"Tumour area per slice: {'truth vs prediction' if slices.has_truth else 'prediction'}, {source.name}",
+        source.profile_note)
+    if not st.toggle("Patient in 3D", key=f"{k}patient_3d",
+                     help="The predicted and true tumour of every slice as rotatable surfaces, the per-slice "
+                          "table and a downloadable summary (CSV) and report (HTML)."):
+        st.plotly_chart(areas, key=f"{k}areas")
+        return
+    volume_3d = volume.volume_figure(masks, truths, i, slices.numbers)
+    left, right = st.columns(2)
+    left.plotly_chart(volume_3d, key=f"{k}volume_3d")
+    right.plotly_chart(areas, key=f"{k}areas")
+    patient_downloads(summary, slices, masks, [volume_3d, areas], settings, k)
+
+
+def patient_downloads(summary: volume.PatientSummary, slices: service.PatientSlices, masks: list[np.ndarray],
+                      figures: list, settings: Settings, prefix: str) -> None:
+    """Per-slice table of one volume, its per-volume Dice (with a mask), and the CSV and HTML downloads."""
+    dice = (f" · per-volume Dice {summary.volume_dice:.3f} (all slices stacked; per slice, both masks empty counts "
+            "as 1)") if summary.has_truth else " · no mask, so no Dice"
+    st.markdown(f"**{summary.patient}**: tumour predicted on {len(summary.predicted_slices)} of "
+                f"{len(summary.slice_numbers)} slices{dice}")
+    st.dataframe(summary.rows(), hide_index=True, height=250, key=f"{prefix}patient_table")
+    left, right, _ = st.columns([1.3, 1.3, 3])
+    left.download_button("Patient summary (CSV)", volume.summary_csv(summary), f"{summary.patient}_summary.csv",
+                         "text/csv", key=f"{prefix}patient_csv", on_click="ignore", width="stretch",
+                         icon=":material/download:")
+    pipeline = {"seg_threshold": settings.threshold, "gate": settings.gate, "min_area": settings.min_area}
+    view = st.session_state.view
+    right.download_button("Patient report (HTML)",
+                          lambda: service.patient_report(summary, slices, masks, figures, pipeline, view),
+                          f"{summary.patient}_report.html", "text/html", key=f"{prefix}patient_html",
+                          on_click="ignore", width="stretch", icon=":material/download:")
+
+
+# ---- gallery -------------------------------------------------------------------------------------
 
 def change_patient(patients: dict[str, list[SliceRecord]]) -> None:
     st.session_state.slice = gallery.telling_slice(patients[st.session_state.patient])
@@ -241,72 +325,14 @@ def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRec
     top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
     top[0].selectbox("Patient", sorted(patients), key="patient", on_change=change_patient, args=(patients,),
                      format_func=lambda p: patient_label(patients, split, p))
-    records = patients[st.session_state.patient]
-    top[1].toggle("Tumour slices only", key="tumour_only")
-    numbers = gallery.visible_slices(records, st.session_state.tumour_only)
-    if st.session_state.slice not in numbers:
-        st.session_state.slice = gallery.nearest(numbers, st.session_state.slice)
-    top[2].button("Random slice", icon=":material/casino:", on_click=jump_to_random, args=(numbers,), width="stretch")
-    slices = service.patient_slices(str(source.folder), st.session_state.patient)
-    truths = slices.truths
-    masks = [p.mask(settings.threshold, settings.gate, settings.min_area) for p in slices.predictions]
-    with top[3].popover("Worst slices by Dice", icon=":material/troubleshoot:", width="stretch"):
-        worst = gallery.worst_slices(slices.numbers, truths, masks)
-        st.caption("Slices with tumour in the truth or the prediction, lowest Dice first, at the current settings.")
-        for number, dice in worst:
-            st.button(f"Slice {number}: Dice {dice:.2f}", key=f"worst_{number}", on_click=jump_to,
-                      args=(number, bool(truths[slices.index(number)].any())), width="stretch")
-    nav = st.columns([1.4, 7, 1.4], vertical_alignment="center")
-    nav[0].button("◀ Previous", on_click=move_slice, args=(numbers, -1), width="stretch",
-                  disabled=st.session_state.slice == numbers[0])
-    if len(numbers) > 1:
-        nav[1].select_slider("Slice", numbers, key="slice", label_visibility="collapsed")
-    nav[2].button("Next ▶", on_click=move_slice, args=(numbers, 1), width="stretch",
-                  disabled=st.session_state.slice == numbers[-1])
-    number = st.session_state.slice
-    patient_split = gallery.patient_split(st.session_state.patient, split)
-    st.markdown(f"#### Slice {number} / {len(records)}  \n"
-                f"<span style='color:grey'>{st.session_state.patient} · {patient_split} split"
-                f"{' (seen in training: expect flattering results)' if patient_split in ('train', 'val') else ''}"
-                f"</span>", unsafe_allow_html=True)
-    i = slices.index(number)
-    patient = st.session_state.patient
-    slice_view(slices.images_u8[i], truths[i], slices.predictions[i], settings, f"{patient}_{number}",
-               key="gallery", image_key=service.gallery_key(str(source.folder), patient, number))
-    summary = volume.patient_summary(patient, slices.numbers, masks, truths)
-    areas = viz.area_across_slices(
-        list(zip(summary.slice_numbers, summary.true_px, summary.predicted_px)), number,
-        f"Tumour area per slice: truth vs prediction, {patient}",
+    patient, folder = st.session_state.patient, str(source.folder)
+    slices = service.patient_slices(folder, patient)
+    patient_split = gallery.patient_split(patient, split)
+    seen = " (seen in training: expect flattering results)" if patient_split in ("train", "val") else ""
+    volume_view(top, slices, VolumeSource(
+        patient, "", "gallery", f"{patient} · {patient_split} split{seen}",
         f"{patient_split} split · one patient, every slice · pipeline at threshold {settings.threshold:g}, "
-        f"gate {settings.gate:g}")
-    if not st.toggle("Patient in 3D", key="patient_3d",
-                     help="The predicted and true tumour of every slice as rotatable surfaces, the per-slice "
-                          "table and a downloadable summary (CSV) and report (HTML)."):
-        st.plotly_chart(areas, key="areas")
-        return
-    volume_3d = volume.volume_figure(masks, truths, i, slices.numbers)
-    left, right = st.columns(2)
-    left.plotly_chart(volume_3d, key="volume_3d")
-    right.plotly_chart(areas, key="areas")
-    patient_downloads(summary, slices, masks, [volume_3d, areas], settings)
-
-
-def patient_downloads(summary: volume.PatientSummary, slices: service.PatientSlices, masks: list[np.ndarray],
-                    figures: list, settings: Settings) -> None:
-    """Per-slice table of one gallery patient, its per-volume Dice, and the CSV and HTML downloads."""
-    st.markdown(f"**{summary.patient}**: tumour predicted on {len(summary.predicted_slices)} of "
-                f"{len(summary.slice_numbers)} slices · per-volume Dice {summary.volume_dice:.3f} "
-                "(all slices stacked; per slice, both masks empty counts as 1)")
-    st.dataframe(summary.rows(), hide_index=True, height=250, key="patient_table")
-    left, right, _ = st.columns([1.3, 1.3, 3])
-    left.download_button("Patient summary (CSV)", volume.summary_csv(summary), f"{summary.patient}_summary.csv",
-                         "text/csv", key="patient_csv", on_click="ignore", width="stretch", icon=":material/download:")
-    pipeline = {"seg_threshold": settings.threshold, "gate": settings.gate, "min_area": settings.min_area}
-    view = st.session_state.view
-    right.download_button("Patient report (HTML)",
-                          lambda: service.patient_report(summary, slices, masks, figures, pipeline, view),
-                          f"{summary.patient}_report.html", "text/html", key="patient_html", on_click="ignore",
-                          width="stretch", icon=":material/download:")
+        f"gate {settings.gate:g}", [service.gallery_key(folder, patient, n) for n in slices.numbers]), settings)
 
 
 # ---- upload --------------------------------------------------------------------------------------
@@ -355,6 +381,92 @@ def upload_tab(settings: Settings) -> None:
                image_key=result.key)
 
 
+# ---- volume upload -------------------------------------------------------------------------------
+
+VOLUME_STATE = "volume_upload"   # (digest, Volume, PatientSlices) of this session's one uploaded scan
+
+
+def channel_picker(files: list[tuple[str, bytes]]) -> list[str]:
+    """For three single-sequence files: which is pre-contrast, FLAIR and post-contrast (default by name)."""
+    if len(files) != 3 or {volume_io.sniff(data) for _, data in files} & {"dicom", "zip"}:
+        return []
+    names = [name for name, _ in files]
+    default, note = service.channel_choice(names)
+    st.caption("Three volumes: which sequence feeds which model channel (by name: flair; pre or t1; post, t1c "
+               "or gd). Change it if the names mislead." + (f" {note}." if note else ""))
+    return [column.selectbox(channel, names, index=names.index(default[i]), key=f"vol_channel_{i}")
+            for i, (column, channel) in enumerate(zip(st.columns(3), volume_io.CHANNELS))]
+
+
+def held_volume(files: list[tuple[str, bytes]], masks: list[tuple[str, bytes]],
+                order: list[str]) -> tuple[str, volume_io.Volume, service.PatientSlices]:
+    """The session's scan, read and predicted once per upload (a new upload replaces it)."""
+    digest = service.upload_digest(files, masks, order)
+    held = st.session_state.get(VOLUME_STATE)
+    if held is not None and held[0] == digest:
+        return held
+    st.session_state.pop(VOLUME_STATE, None)
+    with st.spinner("Reading the scan and predicting every slice…"):
+        scan = volume_io.read_volume(files, masks, order or None)
+        slices = service.volume_slices(scan)
+    areas = [int(p.mask().sum()) for p in slices.predictions]
+    st.session_state.vol_slice = slices.numbers[int(np.argmax(areas))]
+    st.session_state.vol_tumour_only = False
+    st.session_state[VOLUME_STATE] = (digest, scan, slices)
+    return digest, scan, slices
+
+
+def volume_tab(settings: Settings) -> None:
+    st.markdown("Drop one scan: a NIfTI (`.nii`, `.nii.gz`), a DICOM series (its files, or a `.zip` of them), a "
+                "multi-page TIFF or a `.zip` of a Kaggle patient folder; or three single-sequence volumes. The "
+                "content decides the format. Files stay in memory and are never written to disk.")
+    left, right = st.columns([3, 2])
+    uploaded = left.file_uploader("Scan (NIfTI, DICOM, multi-page TIFF, zip)", accept_multiple_files=True,
+                                  key="volume_files")
+    uploaded_masks = right.file_uploader("Mask volume (optional, same grid; non-zero = tumour)",
+                                         accept_multiple_files=True, key="volume_mask_files")
+    if not uploaded:
+        st.session_state.pop(VOLUME_STATE, None)   # the session moved on: the scan is released
+        st.caption("No scan uploaded yet. A single volume is taken as FLAIR and copied to the three channels; "
+                   "16-bit and float intensities are mapped to 0-255 by the 0.5-99.5th percentiles over the head.")
+        return
+    files = [(f.name, f.getvalue()) for f in uploaded]
+    masks = [(f.name, f.getvalue()) for f in uploaded_masks or []]
+    order = channel_picker(files)
+    try:
+        digest, scan, slices = held_volume(files, masks, order)
+    except BrainsegError as err:
+        st.error(str(err), icon=":material/block:")
+        return
+    height, width = scan.images_u8[0].shape[:2]
+    channels = ", ".join(f"{c} ← {source}" for c, source in zip(volume_io.CHANNELS, scan.channels))
+    spacing = " x ".join(f"{s:.2f}" for s in scan.geometry.display_spacing())
+    st.markdown(f"**{scan.name}** · {scan.format} · {len(slices.numbers)} axial slices of {width}x{height} · "
+                f"slice x row x column {spacing} mm · stored as {scan.geometry.orientation} "
+                f"{scan.geometry.dtype}  \nchannels: {channels}" +
+                "".join(f"  \n{note}" for note in scan.notes))
+    check = service.check_summary(slices.predictions)
+    if check.split(" ")[0] not in ("all", "0", ""):
+        st.warning(f"Input check: {check}; their predictions are unreliable.", icon=":material/warning:")
+    elif check:
+        st.caption(f"Input check: {check}.")
+    masks_now = slices.masks(settings.threshold, settings.gate, settings.min_area)
+    buttons = st.columns([1.5, 1.5, 3])
+    buttons[0].download_button("Predicted mask (NIfTI)", lambda: volume_io.mask_nifti(masks_now, scan.geometry),
+                               f"{scan.name}_mask.nii.gz", "application/gzip", key="vol_mask_nifti",
+                               on_click="ignore", width="stretch", icon=":material/download:",
+                               help="uint8 0/1 in the input's own grid and affine")
+    buttons[1].download_button("Per-slice results (CSV)", volume.summary_csv(slices.summary(scan.name, masks_now)),
+                               f"{scan.name}_slices.csv", "text/csv", key="vol_csv", on_click="ignore",
+                               width="stretch", icon=":material/download:")
+    top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
+    top[0].markdown(f"**{scan.name}**" + ("" if slices.has_truth else " · no mask uploaded"))
+    volume_view(top, slices, VolumeSource(
+        scan.name, "vol_", "volume", f"{scan.name} · uploaded {scan.format}",
+        f"uploaded scan · every slice · pipeline at threshold {settings.threshold:g}, gate {settings.gate:g}",
+        [f"{digest}/{n}" for n in slices.numbers]), settings)
+
+
 # ---- model card and test metrics -----------------------------------------------------------------
 
 def model_tab(metrics: dict | None) -> None:
@@ -393,12 +505,14 @@ def main() -> None:
     metrics = service.load_test_metrics()
     intro(metrics)
     tabs = st.tabs([":material/photo_library: Gallery", ":material/upload_file: Upload",
-                    ":material/monitoring: Model & test metrics"])
+                    ":material/view_in_ar: Volume upload", ":material/monitoring: Model & test metrics"])
     with tabs[0]:
         gallery_tab(source, patients, settings)
     with tabs[1]:
         upload_tab(settings)
     with tabs[2]:
+        volume_tab(settings)
+    with tabs[3]:
         model_tab(metrics)
     share_view()
     memory.release()   # what this run freed (predictions, cached copies) goes back to the OS, not kept by malloc

@@ -62,10 +62,10 @@ def first_patient(patients: Mapping[str, Sequence[SliceRecord]]) -> str:
     return max(sorted(patients), key=lambda p: max(r.tumour_pixels for r in patients[p]))
 
 
-def visible_slices(records: Sequence[SliceRecord], tumour_only: bool) -> list[int]:
-    """Slice numbers the gallery steps through (tumour slices only when asked and when there are any)."""
-    tumour = [r.number for r in records if r.tumour]
-    return tumour if tumour_only and tumour else [r.number for r in records]
+def visible_slices(numbers: Sequence[int], tumour: Sequence[bool], tumour_only: bool) -> list[int]:
+    """Slice numbers the volume view steps through (tumour slices only when asked and when there are any)."""
+    with_tumour = [n for n, t in zip(numbers, tumour) if t]
+    return with_tumour if tumour_only and with_tumour else list(numbers)
 
 
 def nearest(numbers: Sequence[int], wanted: int) -> int:

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from brainseg import explain, metrics, viz, volume
+from brainseg import explain, metrics, viz, volume, volume_io
 from brainseg.checks import FOREIGN, InputCheck
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
@@ -65,11 +65,19 @@ class PatientSlices:
 
     numbers: list[int]
     images_u8: list[np.ndarray]        # HxWx3 uint8
-    truths: list[np.ndarray]           # HxW bool
+    truths: list[np.ndarray]           # HxW bool (all empty when ``has_truth`` is False)
     predictions: list[Prediction]
+    has_truth: bool = True             # False for an uploaded volume that came without a mask
 
     def index(self, number: int) -> int:
         return self.numbers.index(number)
+
+    def masks(self, threshold: float, gate: float, min_area: int) -> list[np.ndarray]:
+        """The pipeline's ``HxW bool`` mask of every slice at these settings."""
+        return [p.mask(threshold, gate, min_area) for p in self.predictions]
+
+    def summary(self, name: str, masks: Sequence[np.ndarray]) -> volume.PatientSummary:
+        return volume.patient_summary(name, self.numbers, masks, self.truths, self.has_truth)
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Predicting every slice of this patient…")
@@ -79,6 +87,42 @@ def patient_slices(folder: str, patient: str) -> PatientSlices:
     images = [read_slice(r.image_path) for r in records]
     truths = [read_mask(r.mask_path, shape=image.shape[:2]) for r, image in zip(records, images)]
     return PatientSlices([r.number for r in records], images, truths, predictor().predict_many(images))
+
+
+def volume_slices(scan: volume_io.Volume) -> PatientSlices:
+    """Every slice of an uploaded volume predicted, in the gallery patient's record (empty truths without a mask)."""
+    truths = scan.truths or [np.zeros(image.shape[:2], bool) for image in scan.images_u8]
+    return PatientSlices(scan.numbers, scan.images_u8, truths, predictor().predict_many(scan.images_u8),
+                         scan.truths is not None)
+
+
+def upload_digest(files: Sequence[tuple[str, bytes]], masks: Sequence[tuple[str, bytes]] = (),
+                  order: Sequence[str] = ()) -> str:
+    """SHA-256 naming one volume upload (file names, bytes, the mask and the chosen channel order)."""
+    digest = hashlib.sha256()
+    for name, data in [*files, *masks]:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    digest.update("\0".join(order).encode())
+    return digest.hexdigest()
+
+
+def channel_choice(names: Sequence[str]) -> tuple[list[str], str]:
+    """Default channel order of three single-volume files (pre-contrast, FLAIR, post-contrast) by
+    :func:`brainseg.volume_io.channel_rule`, or their upload order and why when the names do not tell."""
+    try:
+        return list(volume_io.channel_rule(names)), ""
+    except BrainsegError as err:
+        return list(names), f"{err}; taken in upload order"
+
+
+def check_summary(predictions: Sequence[Prediction]) -> str:
+    """The input check over a volume, e.g. ``"12 of 60 slices unlike the training data"`` ("" without a check)."""
+    checked = [p.check for p in predictions if p.check is not None]
+    if not checked:
+        return ""
+    flagged = sum(c.flagged for c in checked)
+    return f"{flagged} of {len(checked)} slices unlike the training data" if flagged else \
+        f"all {len(checked)} slices like the training data"
 
 
 def gallery_key(folder: str, patient: str, number: int) -> str:

@@ -37,6 +37,7 @@ class PatientSummary:
     true_px: list[int]
     slice_dice: list[float]      # per slice; both empty = 1, one empty = 0 (DESIGN.md)
     volume_dice: float
+    has_truth: bool = True       # False for an upload without a mask: true areas and Dice are left blank
 
     @property
     def predicted_tumour(self) -> list[bool]:
@@ -48,22 +49,28 @@ class PatientSummary:
         return [n for n, area in zip(self.slice_numbers, self.predicted_px) if area > 0]
 
     def rows(self) -> list[dict]:
-        """One dict per slice, for tables and the CSV."""
-        return [dict(zip(CSV_COLUMNS, (self.patient, number, area > 0, area, truth > 0, truth, round(dice, 4))))
+        """One dict per slice, for tables and the CSV (true columns blank without a mask)."""
+        return [dict(zip(CSV_COLUMNS, (self.patient, number, area > 0, area) + self.truth_cells(truth > 0, truth, dice)))
                 for number, area, truth, dice in zip(self.slice_numbers, self.predicted_px, self.true_px,
                                                      self.slice_dice)]
 
+    def truth_cells(self, tumour: bool, area: int, dice: float) -> tuple:
+        """The true-tumour, true-area and Dice cells of a row (blank without a mask)."""
+        return (tumour, area, round(dice, 4)) if self.has_truth else ("", "", "")
+
 
 def patient_summary(patient: str, slice_numbers: Sequence[int], predicted: Sequence[np.ndarray],
-                    truths: Sequence[np.ndarray]) -> PatientSummary:
-    """Summarise one patient's predicted and true masks (``HxW bool`` each, in slice order)."""
+                    truths: Sequence[np.ndarray], has_truth: bool = True) -> PatientSummary:
+    """Summarise one patient's predicted and true masks (``HxW bool`` each, in slice order); ``has_truth=False``
+    when the truths are placeholders (an upload without a mask)."""
     if not len(predicted) == len(truths) == len(slice_numbers):
         raise ValueError(f"{patient}: {len(slice_numbers)} slice numbers, {len(predicted)} predicted and "
                          f"{len(truths)} true masks; expected one of each per slice")
     per_slice = [metrics.counts(p, t) for p, t in zip(predicted, truths)]
     total = sum(per_slice, metrics.Counts(0, 0, 0))
     return PatientSummary(patient, [int(n) for n in slice_numbers], [int(p.sum()) for p in predicted],
-                          [int(t.sum()) for t in truths], [metrics.dice(c) for c in per_slice], metrics.dice(total))
+                          [int(t.sum()) for t in truths], [metrics.dice(c) for c in per_slice], metrics.dice(total),
+                          has_truth)
 
 
 def summary_csv(summary: PatientSummary) -> bytes:
@@ -73,8 +80,8 @@ def summary_csv(summary: PatientSummary) -> bytes:
     writer.writeheader()
     writer.writerows(summary.rows())
     writer.writerow(dict(zip(CSV_COLUMNS, (summary.patient, "volume", any(summary.predicted_tumour),
-                                           sum(summary.predicted_px), any(summary.true_px), sum(summary.true_px),
-                                           round(summary.volume_dice, 4)))))
+                                           sum(summary.predicted_px)) + summary.truth_cells(
+        any(summary.true_px), sum(summary.true_px), summary.volume_dice))))
     return buffer.getvalue().encode()
 
 

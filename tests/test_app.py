@@ -193,9 +193,10 @@ def test_gallery_source_follows_brainseg_data(kaggle_dir: Path, tmp_path: Path, 
 
 def test_gallery_stepping_is_clamped_and_filtered(samples: dict) -> None:
     records = next(iter(samples.values()))
-    tumour = gallery.visible_slices(records, tumour_only=True)
+    numbers, flags = [r.number for r in records], [r.tumour for r in records]
+    tumour = gallery.visible_slices(numbers, flags, tumour_only=True)
     assert tumour == [r.number for r in records if r.tumour]
-    assert gallery.visible_slices(records, tumour_only=False) == [r.number for r in records]
+    assert gallery.visible_slices(numbers, flags, tumour_only=False) == numbers
     assert gallery.step(tumour, tumour[0], -1) == tumour[0] and gallery.step(tumour, tumour[-1], 5) == tumour[-1]
     assert gallery.step(tumour, tumour[0], 1) == tumour[1]
     assert gallery.nearest(tumour, 0) == tumour[0]

@@ -275,3 +275,45 @@ def test_files_the_packages_ship_are_read_or_refused_with_a_message(folder: Path
         assert volume.images_u8 and all(i.dtype == np.uint8 and i.shape[2] == 3 for i in volume.images_u8)
         outcomes["read"] += 1
     assert outcomes["read"] >= 3, outcomes
+
+
+# ---- the app: an uploaded volume goes through the gallery's volume view ----------------------------------
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch):
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.delenv("BRAINSEG_DATA", raising=False)
+    monkeypatch.chdir(root)
+    return AppTest.from_file(str(root / "streamlit_app.py"), default_timeout=300)
+
+
+def test_app_steps_an_uploaded_nifti_opens_3d_and_offers_the_mask(app, patient) -> None:
+    images, truths = patient
+    mask = as_nifti([np.repeat(t[..., None].astype(np.uint8), 3, 2) for t in truths])
+    app.run()
+    app.file_uploader(key="volume_files").set_value([("scan.nii.gz", as_nifti(images), "application/gzip")])
+    app.file_uploader(key="volume_mask_files").set_value([("scan_mask.nii.gz", mask, "application/gzip")]).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    headings = [m.value for m in app.markdown if m.value.startswith("#### Slice ")]
+    assert len(headings) == 2 and headings[1].startswith(f"#### Slice {app.session_state.vol_slice} / {len(images)}")
+    assert any("slices like the training data" in c.value or "unlike" in c.value for c in [*app.caption, *app.warning])
+    start = app.session_state.vol_slice
+    next(b for b in app.button if b.key == "vol_next").click().run()
+    assert app.session_state.vol_slice == min(start + 1, len(images))
+    app.toggle(key="vol_patient_3d").set_value(True).run()
+    assert not app.exception and not app.error
+    assert "per-volume Dice" in " ".join(m.value for m in app.markdown)
+    assert {"vol_mask_nifti", "vol_csv", "vol_patient_csv", "vol_patient_html"} <= {
+        d.proto.id.rsplit("-", 1)[-1] for d in app.get("download_button")}
+
+
+def test_app_refuses_a_bad_volume_with_a_message_and_keeps_the_gallery(app) -> None:
+    app.run()
+    app.file_uploader(key="volume_files").set_value([("cut.nii.gz", b"\x1f\x8b" + bytes(100), "application/gzip")])
+    app.run()
+    assert not app.exception
+    assert len(app.error) == 1 and app.error[0].value.startswith("cut.nii.gz:")
+    assert len([m for m in app.markdown if m.value.startswith("#### Slice ")]) == 1   # the gallery still shows
