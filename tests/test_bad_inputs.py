@@ -47,13 +47,14 @@ def refused(reader, source, name: str, match: str) -> BrainsegError:
 
 
 @pytest.fixture(scope="module")
-def kaggle_slice(originals: Path) -> Path:
-    return originals / "TCGA_CS_4942_19970222_11.tif"
+def kaggle_slice(sample_slice: Path) -> Path:
+    """A real Kaggle slice in its layout (shipped in samples/, re-encoded losslessly)."""
+    return sample_slice
 
 
 @pytest.fixture(scope="module")
-def kaggle_mask(originals: Path) -> Path:
-    return originals / "TCGA_CS_4942_19970222_11_mask.tif"
+def kaggle_mask(sample_mask: Path) -> Path:
+    return sample_mask
 
 
 def test_zero_byte_file(tmp_path: Path):
@@ -64,8 +65,8 @@ def test_zero_byte_file(tmp_path: Path):
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9, 0.02])
-def test_truncated_kaggle_tif(kaggle_slice: Path, keep: float):
-    data = kaggle_slice.read_bytes()
+def test_truncated_kaggle_tif(originals: Path, keep: float):
+    data = (originals / "TCGA_CS_4942_19970222_11.tif").read_bytes()      # Kaggle's own bytes
     refused(read_slice, data[:int(len(data) * keep)], "cut.tif", "not a readable image|corrupt or truncated")
 
 

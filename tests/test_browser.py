@@ -17,6 +17,7 @@ from brainseg.appserver import STEP_MS, AppServer, shown_slice, wait_until_idle
 from brainseg.data import by_patient, index_dataset
 
 playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser        # skipped without a Chromium (tests/conftest.py)
 
 SCREENSHOTS = os.environ.get("BRAINSEG_SCREENSHOTS")
 

@@ -25,12 +25,6 @@ def predictor() -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def foreign(originals: Path) -> Path:
-    """../shared/foreign: real public non-LGG images (SOURCES.md there)."""
-    return originals.parent.parent / "foreign"
-
-
-@pytest.fixture(scope="module")
 def sample_tumour_images() -> list[np.ndarray]:
     return [read_slice(r.image_path) for r in index_dataset(SAMPLES) if r.tumour]
 

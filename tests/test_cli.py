@@ -39,8 +39,8 @@ def test_missing_data_folder_as_a_real_process(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-def test_evaluate_data_path_is_a_file(capsys: pytest.CaptureFixture, originals: Path) -> None:
-    path = originals / "TCGA_CS_4942_19970222_11.tif"
+def test_evaluate_data_path_is_a_file(capsys: pytest.CaptureFixture, sample_slice: Path) -> None:
+    path = sample_slice
     one_line_error(run_main(capsys, "evaluate", "--data", str(path)), str(path))
 
 
@@ -50,11 +50,11 @@ def test_evaluate_without_any_data_folder(capsys: pytest.CaptureFixture, monkeyp
 
 
 @pytest.fixture(scope="module")
-def one_patient(kaggle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def one_patient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("one") / "kaggle_3m"
     folder.mkdir()
-    patient = "TCGA_CS_4942_19970222"
-    (folder / patient).symlink_to(kaggle_dir / patient, target_is_directory=True)
+    patient = "TCGA_HT_7686_19950629"                  # a shipped sample patient
+    (folder / patient).symlink_to(ROOT / "samples" / patient, target_is_directory=True)
     return folder
 
 

@@ -21,6 +21,8 @@ from brainseg.data import by_patient, index_dataset
 pytest.importorskip("playwright.sync_api")
 from test_browser import browser, server  # noqa: E402,F401  (fixtures)
 
+pytestmark = pytest.mark.browser        # skipped without a Chromium (tests/conftest.py)
+
 SESSIONS = 8
 STEPS = 2
 DEADLINE_S = 1200         # the whole exercise, first model load included, on a CPU shared with training

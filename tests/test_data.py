@@ -15,7 +15,8 @@ from brainseg.data import (DATA_ENV, Augment, EpochSampler, SliceDataset, augmen
 from brainseg.errors import BrainsegError
 
 ROOT = Path(__file__).resolve().parent.parent
-PATIENT = "TCGA_CS_4942_19970222"
+PATIENT = "TCGA_CS_4942_19970222"          # the patient of the byte-exact originals
+SAMPLE_PATIENT = "TCGA_HT_7686_19950629"   # shipped in samples/: 20 slices, 10 with tumour
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def records(kaggle_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def patient_records(kaggle_dir: Path):
-    return index_dataset(kaggle_dir, patients=[PATIENT])
+def patient_records():
+    return index_dataset(ROOT / "samples", patients=[SAMPLE_PATIENT])
 
 
 # ---- index ----------------------------------------------------------------------------------------
@@ -35,13 +36,13 @@ def test_natural_slice_order(patient_records) -> None:
     numbers = [r.number for r in patient_records]
     assert len(numbers) > 10                      # so that 10 would sort before 2 as text
     assert numbers == list(range(1, len(numbers) + 1))
-    assert [r.image_path.name for r in patient_records[:3]] == [f"{PATIENT}_{n}.tif" for n in (1, 2, 3)]
+    assert [r.image_path.name for r in patient_records[:3]] == [f"{SAMPLE_PATIENT}_{n}.tif" for n in (1, 2, 3)]
 
 
 def test_mask_paths_sit_beside_images(patient_records) -> None:
     for record in patient_records:
-        assert record.patient == PATIENT
-        assert record.mask_path == record.image_path.with_name(f"{PATIENT}_{record.number}_mask.tif")
+        assert record.patient == SAMPLE_PATIENT
+        assert record.mask_path == record.image_path.with_name(f"{SAMPLE_PATIENT}_{record.number}_mask.tif")
         assert record.mask_path.is_file()
 
 

@@ -18,7 +18,6 @@ from brainseg.io import read_slice
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-FOREIGN = ROOT.parent / "shared" / "foreign"
 TIMEOUT_S = 300
 FOUR_PANELS = ["MRI slice (FLAIR channel)", "True mask", "Predicted mask", "Overlay"]
 HEAT_MAP_CAPTION = "Why: where the classifier saw tumour (LayerCAM)"
@@ -94,9 +93,9 @@ def test_patient_in_3d_draws_the_volume_profile_summary_and_downloads(app: AppTe
 
 
 @pytest.mark.parametrize("name", ["xray_chest_frontal_2111x1509.jpg", "mri_tumour_glioma_axial_224.jpg"])
-def test_a_foreign_upload_shows_the_caution_above_its_four_panels(app: AppTest, name: str) -> None:
+def test_a_foreign_upload_shows_the_caution_above_its_four_panels(app: AppTest, foreign: Path, name: str) -> None:
     assert not app.warning   # the gallery's tumour slice passes the check
-    path = FOREIGN / name
+    path = foreign / name
     app.file_uploader(key="uploads").set_value([(name, path.read_bytes(), "image/jpeg")]).run()
     assert not app.exception and not app.error
     assert len(app.warning) == 1

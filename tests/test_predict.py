@@ -16,9 +16,10 @@ from brainseg.io import read_slice
 from brainseg.predict import CSV_NAME
 
 
-def test_predict_writes_csv_and_pngs_for_a_mixed_batch(originals: Path, tmp_path: Path, capsys) -> None:
+def test_predict_writes_csv_and_pngs_for_a_mixed_batch(originals: Path, foreign: Path, tmp_path: Path,
+                                                       capsys) -> None:
     good = originals / "TCGA_CS_4942_19970222_11.tif"
-    foreign = originals.parent.parent / "foreign" / "mri_tumour_glioma_axial_224.jpg"
+    foreign = foreign / "mri_tumour_glioma_axial_224.jpg"
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(good.read_bytes()[:3000])
     out = tmp_path / "out"

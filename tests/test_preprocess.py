@@ -13,8 +13,8 @@ from brainseg.preprocess import (MODEL_SIZE, brain_pixels, preprocess, resize_im
 
 
 @pytest.fixture(scope="module")
-def slice_u8(originals: Path) -> np.ndarray:
-    return read_slice(originals / "TCGA_CS_4942_19970222_11.tif")
+def slice_u8(sample_slice: Path) -> np.ndarray:
+    return read_slice(sample_slice)
 
 
 def test_shape_and_dtype(slice_u8: np.ndarray) -> None:
@@ -81,8 +81,8 @@ def test_restore_size_maps_back(shape: tuple[int, int]) -> None:
     assert abs(float((restored > 0.5).mean()) - 0.125) < 0.01
 
 
-def test_restore_size_inverts_resize_of_a_mask(originals: Path) -> None:
-    mask = np.asarray(Image.open(originals / "TCGA_CS_4942_19970222_11_mask.tif")) > 0
+def test_restore_size_inverts_resize_of_a_mask(sample_mask: Path) -> None:
+    mask = np.asarray(Image.open(sample_mask)) > 0
     odd = resize_mask(mask, 200)                                   # a 200x200 upload's mask
     round_trip = restore_size(resize_mask(odd).astype(np.float32), (200, 200)) > 0.5
     intersection = np.logical_and(round_trip, odd).sum()
