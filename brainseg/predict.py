@@ -72,7 +72,7 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
                    settings: tuple[float, float, int]) -> list[dict]:
     """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice."""
     volume = read_volume(files)
-    predictions = predictor.predict_many(volume.images_u8)
+    predictions = predictor.predict_many(volume.images_u8, batch_size=volume.batch_size)
     masks = [p.mask(*settings) for p in predictions]
     (out / f"{stem}_mask.nii.gz").write_bytes(mask_nifti(masks, volume.geometry))
     flagged = sum(p.check is not None and p.check.flagged for p in predictions)

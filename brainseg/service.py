@@ -92,8 +92,8 @@ def patient_slices(folder: str, patient: str) -> PatientSlices:
 def volume_slices(scan: volume_io.Volume) -> PatientSlices:
     """Every slice of an uploaded volume predicted, in the gallery patient's record (empty truths without a mask)."""
     truths = scan.truths or [np.zeros(image.shape[:2], bool) for image in scan.images_u8]
-    return PatientSlices(scan.numbers, scan.images_u8, truths, predictor().predict_many(scan.images_u8),
-                         scan.truths is not None)
+    predictions = predictor().predict_many(scan.images_u8, batch_size=scan.batch_size)
+    return PatientSlices(scan.numbers, scan.images_u8, truths, predictions, scan.truths is not None)
 
 
 def upload_digest(files: Sequence[tuple[str, bytes]], masks: Sequence[tuple[str, bytes]] = (),
