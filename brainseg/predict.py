@@ -135,5 +135,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(f"predict: {len(rows) - failed} of {len(rows)} slices predicted, {flagged} flagged by the input check; "
           f"{out / CSV_NAME}")
     if failed:
-        raise BrainsegError(f"{failed} of {len(args.files)} inputs could not be read; see the error column of {out / CSV_NAME}")
+        raise BrainsegError(f"{failed} of {len(args.files)} inputs could not be read; see the error column of "
+                            f"{out / CSV_NAME}")
     return rows

@@ -50,7 +50,8 @@ class PatientSummary:
 
     def rows(self) -> list[dict]:
         """One dict per slice, for tables and the CSV (true columns blank without a mask)."""
-        return [dict(zip(CSV_COLUMNS, (self.patient, number, area > 0, area) + self.truth_cells(truth > 0, truth, dice)))
+        return [dict(zip(CSV_COLUMNS, (self.patient, number, area > 0, area) + self.truth_cells(truth > 0, truth,
+                                                                                              dice)))
                 for number, area, truth, dice in zip(self.slice_numbers, self.predicted_px, self.true_px,
                                                      self.slice_dice)]
 
@@ -79,9 +80,9 @@ def summary_csv(summary: PatientSummary) -> bytes:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(summary.rows())
+    truth = summary.truth_cells(any(summary.true_px), sum(summary.true_px), summary.volume_dice)
     writer.writerow(dict(zip(CSV_COLUMNS, (summary.patient, "volume", any(summary.predicted_tumour),
-                                           sum(summary.predicted_px)) + summary.truth_cells(
-        any(summary.true_px), sum(summary.true_px), summary.volume_dice))))
+                                           sum(summary.predicted_px)) + truth)))
     return buffer.getvalue().encode()
 
 

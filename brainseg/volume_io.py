@@ -289,8 +289,8 @@ def _nifti_header(head: bytes, name: str) -> nib.Nifti1Header:
                             f"volume of at most {MAX_VOXELS:,} voxels (e.g. 512x512x256)")
     volumes = int(np.prod(shape[3:], dtype=np.float64))
     if volumes not in (1, 3):
-        raise BrainsegError(f"{name}: a 4D volume of {volumes} volumes; expected 1 (taken as FLAIR) or 3 (pre-contrast, "
-                            "FLAIR, post-contrast, in that order)")
+        raise BrainsegError(f"{name}: a 4D volume of {volumes} volumes; expected 1 (taken as FLAIR) or 3 "
+                            "(pre-contrast, FLAIR, post-contrast, in that order)")
     if dtype.fields is not None or dtype.kind == "c":
         raise BrainsegError(f"{name}: voxel type {dtype} is not supported; expected integer or float voxels")
     return header
@@ -505,8 +505,8 @@ def read_kaggle_zip(entries: Sequence[tuple[str, bytes]], name: str) -> tuple[li
             patients.add(match["patient"])
             (masks if match["mask"] else slices)[int(match["number"])] = (entry, content)
     if len(patients) != 1 or not slices:
-        raise BrainsegError(f"{name}: {len(patients)} patients in the zip ({', '.join(sorted(patients)[:3])}); expected "
-                            "one Kaggle patient folder of <patient>_<n>.tif slices (with <patient>_<n>_mask.tif)")
+        raise BrainsegError(f"{name}: {len(patients)} patients in the zip ({', '.join(sorted(patients)[:3])}); "
+                            "expected one Kaggle patient folder of <patient>_<n>.tif slices (with <patient>_<n>_mask.tif)")
     images = [read_slice(slices[n][1], slices[n][0]) for n in sorted(slices)]
     missing = [slices[n][0] for n in sorted(slices) if n not in masks]
     truths = [] if missing else [read_mask(masks[n][1], masks[n][0], image.shape[:2])

@@ -1,4 +1,5 @@
-"""``python -m brainseg predict`` on a mixed batch (a Kaggle .tif, a foreign web JPEG, a corrupt file) and on volumes."""
+"""``python -m brainseg predict`` on a mixed batch (a Kaggle .tif, a foreign web JPEG, a corrupt file) and on
+volumes."""
 from __future__ import annotations
 
 import csv
