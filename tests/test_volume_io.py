@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from brainseg import gallery, volume_io
+from brainseg import appserver, gallery, volume_io
 from brainseg.data import index_patient
 from brainseg.errors import BrainsegError
 from brainseg.inference import Predictor, pipeline_settings
@@ -317,3 +318,41 @@ def test_app_refuses_a_bad_volume_with_a_message_and_keeps_the_gallery(app) -> N
     assert not app.exception
     assert len(app.error) == 1 and app.error[0].value.startswith("cut.nii.gz:")
     assert len([m for m in app.markdown if m.value.startswith("#### Slice ")]) == 1   # the gallery still shows
+
+
+@pytest.mark.browser
+def test_browser_uploads_a_nifti_steps_it_opens_3d_and_downloads_the_mask(tmp_path: Path, patient) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    images, _ = patient
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(as_nifti(images))
+    with appserver.serve(tmp_path / "server.log") as server, sync_api.sync_playwright() as driver:
+        browser = appserver.launch_chromium(driver)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+        page.set_default_timeout(appserver.STEP_MS)
+        page.goto(server.url)
+        appserver.shown_slice(page)
+        appserver.wait_until_idle(page)
+        page.get_by_role("tab", name=re.compile("Volume upload")).click()
+        panel = page.get_by_role("tabpanel", name=re.compile("Volume upload"))
+        panel.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(scan))
+        heading = panel.get_by_role("heading", name=appserver.SLICE_HEADING)
+        heading.wait_for(timeout=appserver.FIRST_VIEW_MS)
+        number, count = map(int, appserver.SLICE_HEADING.search(heading.inner_text()).groups())
+        assert count == len(images)
+        appserver.wait_until_idle(page)
+        step = 1 if number < count else -1
+        panel.get_by_role("button", name="Next ▶" if step == 1 else "◀ Previous").click()
+        panel.get_by_role("heading", name=f"Slice {number + step} / {count}").wait_for()
+        appserver.wait_until_idle(page)
+        panel.get_by_text("Patient in 3D").click()
+        panel.get_by_role("button", name="Patient report (HTML)").wait_for()
+        assert panel.locator(".js-plotly-plot .gl-container, .js-plotly-plot canvas").count() >= 1
+        appserver.wait_until_idle(page)
+        with page.expect_download() as download:
+            panel.get_by_role("button", name="Predicted mask (NIfTI)").click()
+        assert download.value.suggested_filename == "scan_mask.nii.gz"
+        mask = nib.Nifti1Image.from_bytes(gzip.decompress(Path(download.value.path()).read_bytes()))
+        browser.close()
+    assert mask.shape == (256, 256, len(images)) and np.allclose(mask.affine, AFFINE)
+    assert mask.get_data_dtype() == np.uint8 and np.asarray(mask.dataobj).sum() > 0
