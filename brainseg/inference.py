@@ -1,7 +1,8 @@
-"""Predictor: shipped weights -> device -> preprocess -> probabilities -> masks.
+"""Predictor: shipped weights -> engine -> preprocess -> probabilities -> masks.
 
-The fast path (channels_last, inference mode, batching, bf16 autocast where the CPU has native bf16 or on
-a GPU) is the default; ``precision="fp32"`` gives the plain eager reference.
+The engine (:func:`brainseg.engine.choose`) is OpenVINO on a CPU (bf16 where the CPU has native bf16, f32 where
+not) and torch with bf16 autocast on a GPU; ``precision="fp32"`` gives the plain eager torch reference. The torch
+modules stay on the Predictor for what needs gradients or their layers (LayerCAM, flip TTA in ``explain``).
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import torch
 from skimage.morphology import remove_small_objects
 
 from brainseg.checks import InputCheck, assess, load_calibration
-from brainseg.errors import BrainsegError
+from brainseg.engine import Engine, OpenVinoEngine, TorchEngine, choose, cpu_has_bf16
 from brainseg.preprocess import preprocess, restore_size
-from brainseg.weights import WEIGHTS_DIR, load_model
+from brainseg.weights import WEIGHTS_DIR, load_model, read_checksums, sha256
 
 DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
@@ -58,36 +59,39 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cpu_has_bf16() -> bool:
-    """True on CPUs with native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+def _digest(path: Path) -> str:
+    """SHA-256 of a weights file: its SHA256SUMS line (``load_model`` has checked it), else hashed here."""
+    return read_checksums(path.parent).get(path.name) or sha256(path)
 
 
 class Predictor:
-    """Both models, loaded once, on one device; thread-safe for inference."""
+    """Both models, loaded once, on one device, run by one engine; thread-safe for inference."""
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str | torch.device | None = None,
-                 precision: str = "auto", check: bool = True) -> None:
+                 precision: str = "auto", check: bool = True, engine: str = "auto",
+                 cache_dir: Path | None = None) -> None:
+        """``engine``/``precision``: see :func:`brainseg.engine.choose`; ``cache_dir``: where OpenVINO keeps
+        converted models (default :func:`brainseg.engine.cache_root`)."""
         weights_dir = Path(weights_dir)
         self.device = torch.device(device) if device else default_device()
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" or cpu_has_bf16() else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise BrainsegError(f"precision {precision!r}: expected 'fp32', 'bf16' or 'auto'")
-        self.precision = precision
+        choice = choose(self.device.type, engine, precision, cpu_has_bf16())
         self.segmenter, _ = load_model(weights_dir / "segmenter.safetensors", self.device)
         self.classifier, self.classifier_settings = load_model(weights_dir / "classifier.safetensors", self.device)
         self.input_check = load_calibration(weights_dir) if check else None
-        if precision == "bf16":
+        if choice.precision == "bf16":
             self.segmenter.to(memory_format=torch.channels_last)
             self.classifier.to(memory_format=torch.channels_last)
+        self.engine: Engine
+        if choice.engine == "openvino":
+            digests = {kind: _digest(weights_dir / f"{kind}.safetensors") for kind in ("segmenter", "classifier")}
+            self.engine = OpenVinoEngine(self.segmenter, self.classifier, digests, choice.precision,
+                                         torch.get_num_threads(), cache_dir)
+        else:
+            self.engine = TorchEngine(self.segmenter, self.classifier, self.device, choice.precision)
+        self.precision = self.engine.choice.precision
 
-    def autocast(self):
-        """bf16 autocast on the fast path, a no-op in fp32."""
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast for the torch modules in bf16, a no-op in fp32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def tensors(self, images_u8: Sequence[np.ndarray]) -> torch.Tensor:
@@ -95,24 +99,16 @@ class Predictor:
         batch = torch.from_numpy(np.stack([preprocess(image) for image in images_u8])).to(self.device)
         return batch.contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else batch
 
-    @torch.inference_mode()
     def classifier_outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one forward pass."""
-        with self.autocast():
-            features = self.classifier.features(batch).float()
-        logits = self.classifier.logits(features)  # fp32: bf16 logits near 4 round in steps of 0.016
-        return features.cpu().numpy(), logits.cpu().numpy()
+        """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one call of the engine."""
+        return self.engine.classify(batch)
 
-    @torch.inference_mode()
     def outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Segmenter probabilities ``Bx256x256``, tumour probabilities ``B`` and classifier features ``BxD``."""
-        with self.autocast():
-            seg_logits = self.segmenter(batch)
-        features, cls_logits = self.classifier_outputs(batch)
-        seg = torch.sigmoid(seg_logits.float())[:, 0].cpu().numpy()
+        seg = self.engine.segment(batch)
+        features, cls_logits = self.engine.classify(batch)
         cls = torch.softmax(torch.from_numpy(cls_logits), dim=1)[:, 1].numpy()
         return seg, cls, features
-
     def probabilities(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Segmenter probabilities ``Bx256x256`` and classifier tumour probabilities ``B`` of a batch."""
         return self.outputs(batch)[:2]

@@ -47,10 +47,13 @@ def predictor() -> Predictor:
 
 
 def device_label(model: Predictor) -> str:
-    """Where the models run, e.g. ``"CPU, fp32"`` or ``"GPU (NVIDIA H100), bf16"``."""
+    """Where and how the models run, e.g. ``"CPU, OpenVINO bf16"``, ``"CPU, torch fp32"`` or
+    ``"GPU (NVIDIA H100), torch bf16"``."""
+    choice = model.engine.choice
+    engine = {"openvino": "OpenVINO", "torch": "torch"}[choice.engine]
     if model.device.type == "cuda":
-        return f"GPU ({torch.cuda.get_device_name(model.device)}), {model.precision}"
-    return f"CPU, {model.precision}"
+        return f"GPU ({torch.cuda.get_device_name(model.device)}), {engine} {choice.precision}"
+    return f"CPU, {engine} {choice.precision}"
 
 
 @st.cache_data(show_spinner="Indexing the gallery…")

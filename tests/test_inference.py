@@ -1,4 +1,5 @@
-"""The pipeline's mask rule: threshold, minimum region size, classifier gate."""
+"""The engine rule and the engines on the shipped weights; the pipeline's mask rule: threshold, minimum region
+size, classifier gate."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +7,75 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brainseg import engine
+from brainseg.benchmark import load_slices
 from brainseg.data import SliceRecord
+from brainseg.errors import BrainsegError
 from brainseg.evaluate import Evaluated
-from brainseg.inference import Prediction
+from brainseg.inference import Prediction, Predictor
+from brainseg.samples import SAMPLES_DIR
+from brainseg.service import device_label
 from brainseg.tune import choose_gate, largest_region
+
+
+@pytest.mark.parametrize("device, engine_name, precision, cpu_bf16, expected", [
+    ("cpu", "auto", "auto", True, ("openvino", "bf16")), ("cpu", "auto", "auto", False, ("openvino", "fp32")),
+    ("cpu", "auto", "fp32", True, ("torch", "fp32")), ("cpu", "torch", "auto", True, ("torch", "bf16")),
+    ("cpu", "torch", "auto", False, ("torch", "fp32")), ("cpu", "openvino", "fp32", True, ("openvino", "fp32")),
+    ("cuda", "auto", "auto", False, ("torch", "bf16")), ("cuda", "auto", "fp32", False, ("torch", "fp32"))])
+def test_one_rule_picks_the_engine(device, engine_name, precision, cpu_bf16, expected) -> None:
+    assert engine.choose(device, engine_name, precision, cpu_bf16) == engine.Choice(*expected)
+
+
+@pytest.mark.parametrize("device, engine_name, precision, message", [
+    ("cpu", "tensorrt", "auto", "engine 'tensorrt'"), ("cpu", "auto", "fp16", "precision 'fp16'"),
+    ("cuda", "openvino", "auto", "runs on the CPU")])
+def test_an_unknown_engine_or_precision_is_refused(device, engine_name, precision, message) -> None:
+    with pytest.raises(BrainsegError, match=message):
+        engine.choose(device, engine_name, precision)
+
+
+@pytest.fixture(scope="module")
+def slices() -> list[np.ndarray]:
+    """8 real slices spread over the bundled sample patients."""
+    return load_slices(SAMPLES_DIR, 8)
+
+
+def test_the_cpu_default_is_openvino_in_the_cpus_best_precision() -> None:
+    predictor = Predictor(device="cpu")
+    expected = "bf16" if engine.cpu_has_bf16() else "fp32"
+    assert predictor.engine.choice == engine.Choice("openvino", expected)
+    assert device_label(predictor) == f"CPU, OpenVINO {expected}"
+    assert device_label(Predictor(device="cpu", precision="fp32")) == "CPU, torch fp32"
+
+
+def test_openvino_fp32_is_the_torch_reference(slices) -> None:
+    """The converted graph is the same network: in fp32 it matches eager torch to rounding, features included."""
+    converted, reference = Predictor(device="cpu", engine="openvino", precision="fp32"), \
+        Predictor(device="cpu", precision="fp32")
+    batch = reference.tensors(slices)
+    assert np.abs(converted.engine.segment(batch) - reference.engine.segment(batch)).max() < 1e-3
+    for ours, theirs in zip(converted.classifier_outputs(batch), reference.classifier_outputs(batch)):
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(theirs).max())
+    for a, b in zip(converted.predict_many(slices), reference.predict_many(slices)):
+        assert a.check.verdict == b.check.verdict
+
+
+def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, slices) -> None:
+    import openvino as ov
+    reference = Predictor(device="cpu", precision="fp32")
+    core, module, folder = ov.Core(), reference.segmenter, tmp_path / "segmenter"
+    batch = reference.tensors(slices[:2]).numpy()
+    first = core.compile_model(engine.cached_model(core, module, folder), "CPU")(batch)[0]
+    assert {p.name for p in folder.iterdir()} == {"model.xml", "model.bin", "model.sha256"}
+    written = (folder / "model.bin").stat().st_mtime_ns
+    again = core.compile_model(engine.cached_model(core, module, folder), "CPU")(batch)[0]
+    assert (folder / "model.bin").stat().st_mtime_ns == written and np.array_equal(first, again)
+    with open(folder / "model.bin", "r+b") as handle:
+        handle.write(b"\0" * 64)
+    rebuilt = core.compile_model(engine.cached_model(core, module, folder), "CPU")(batch)[0]
+    assert np.array_equal(first, rebuilt)
+    assert engine.sha256(folder / "model.bin") == (folder / "model.sha256").read_text()
 
 
 def _probability() -> np.ndarray:
