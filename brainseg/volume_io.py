@@ -506,13 +506,13 @@ def read_kaggle_zip(entries: Sequence[tuple[str, bytes]], name: str) -> tuple[li
             (masks if match["mask"] else slices)[int(match["number"])] = (entry, content)
     if len(patients) != 1 or not slices:
         raise BrainsegError(f"{name}: {len(patients)} patients in the zip ({', '.join(sorted(patients)[:3])}); "
-                            "expected one Kaggle patient folder of <patient>_<n>.tif slices (with <patient>_<n>_mask.tif)")
+                            "expected one Kaggle patient folder of <patient>_<n>.tif slices (and _mask.tif)")
     images = [read_slice(slices[n][1], slices[n][0]) for n in sorted(slices)]
-    missing = [slices[n][0] for n in sorted(slices) if n not in masks]
-    truths = [] if missing else [read_mask(masks[n][1], masks[n][0], image.shape[:2])
-                                 for n, image in zip(sorted(slices), images)]
     if any(image.shape != images[0].shape for image in images):
         raise BrainsegError(f"{name}: slices of different sizes; expected one patient's slices")
+    every_mask = all(n in masks for n in slices)   # masks are used only when every slice has one
+    truths = [read_mask(masks[n][1], masks[n][0], image.shape[:2])
+              for n, image in zip(sorted(slices), images)] if every_mask else []
     return images, truths, patients.pop()
 
 
