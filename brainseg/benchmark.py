@@ -1,9 +1,12 @@
-"""``python -m brainseg benchmark``: how fast the shipped path is, against eager fp32 and the reference U-Net.
+"""``python -m brainseg benchmark``: every engine side by side, against eager fp32 and the reference U-Net.
 
 Prints per-slice latency (p50/p95 over ``--repeats`` calls at batch 1), throughput at ``--batch``, FLOPs per
-slice and the fraction of this machine's measured matmul peak, for the classifier, the segmenter, the whole
-pipeline and the dataset author's U-Net (:mod:`brainseg.reference`, untrained), each on the fast path
-(``Predictor`` default: bf16 autocast + channels_last where the CPU has native bf16) and in eager fp32.
+slice and the fraction of this machine's measured matmul peak, for the classifier, the segmenter and the whole
+pipeline in each variant: ``fast`` (the shipped ``Predictor`` default: OpenVINO on the CPU, bf16 where the CPU
+has native bf16), ``torch`` (bf16 autocast + channels_last where the CPU has native bf16) and ``fp32`` (eager torch,
+the reference); the dataset author's U-Net (:mod:`brainseg.reference`, untrained) runs in the torch variants.
+Agreement with the reference is measured on every slice of ``--data`` (pipeline masks, gate decisions, the
+99.9th percentile of per-pixel probability differences).
 Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
 The extras table gives what the app adds on top of a batch-1 prediction: the input check (already inside
 the pipeline's time, shown apart), the LayerCAM heat map of the classifier and flip test-time augmentation of the segmenter.
@@ -39,15 +42,18 @@ from brainseg.reference import ReferenceUNet
 from brainseg.samples import SAMPLES_DIR
 from brainseg.weights import WEIGHTS_DIR
 
-# The fast path must stay this close to eager fp32 on real slices (checked by tests/test_benchmark.py).
-# bf16 keeps 8 mantissa bits: a few boundary pixels move by up to ~0.10 (measured with the shipped weights on the
-# bundled samples), the mean by under 0.0001; masks agree at Dice 0.998.
-PROBABILITY_TOLERANCE = 0.15         # max |p_fast - p_fp32| over all pixels of all slices
-MEAN_PROBABILITY_TOLERANCE = 0.002   # mean |p_fast - p_fp32| over all pixels
-TUMOUR_PROBABILITY_TOLERANCE = 0.01  # max difference of the classifier's tumour probability
+# How close the fast path must stay to eager fp32 on the bundled samples' slices (tests/test_benchmark.py), in
+# what a user sees: bf16 kernels differ between CPUs (AMX, AVX512-BF16), so the single worst pixel is not a
+# portable bound (OpenVINO bf16 on an Intel AMX CPU: worst pixel 0.36, 99.9th percentile 0.023; masks pooled
+# Dice 0.995, per-slice minimum 0.978).
 MASK_AGREEMENT = 0.99                # Dice of the pipeline masks, pooled over the slices
+SLICE_MASK_AGREEMENT = 0.95          # Dice of each slice's mask where the reference mask has MIN_MASK_PX or more
+MIN_MASK_PX = 200
+PROBABILITY_P999_TOLERANCE = 0.05    # 99.9th percentile of |p_fast - p_fp32| over all pixels of all slices
+TUMOUR_PROBABILITY_TOLERANCE = 0.02  # max difference of the classifier's tumour probability
 
-VARIANTS = ("fast", "fp32")
+VARIANTS: dict[str, dict[str, str]] = {  # variant: Predictor arguments (on the CPU)
+    "fast": {}, "torch": {"engine": "torch"}, "fp32": {"precision": "fp32"}}
 GEMM_SIZE = 2048
 
 
@@ -56,7 +62,8 @@ class Row:
     """Timings of one model in one variant; times per slice."""
 
     model: str
-    variant: str      # "fast" (the Predictor's default) or "fp32" (eager)
+    variant: str      # "fast" (the Predictor's default), "torch" or "fp32" (eager), see VARIANTS
+    engine: str       # what ran it: "openvino" or "torch"
     precision: str    # what the variant ran in on this machine: "bf16" or "fp32"
     gflop_per_slice: float
     p50_ms: float
@@ -115,21 +122,45 @@ def interleaved_times(calls: dict[str, Callable[[], object]], repeats: int, warm
 
 
 def agreement(fast: Sequence[Prediction], eager: Sequence[Prediction], settings: dict[str, float]) -> dict[str, float]:
-    """How far the fast path strays from eager fp32: probability differences and pooled mask Dice."""
-    mask_counts = metrics.Counts(0, 0, 0)
-    differences = np.concatenate([np.abs(a.probability - b.probability).ravel() for a, b in zip(fast, eager)])
+    """How far ``fast`` strays from eager fp32 on the same slices: gate decisions changed, pipeline masks (pooled
+    Dice, and the lowest per-slice Dice where the reference mask has ``MIN_MASK_PX`` or more), per-pixel
+    probability differences (99.9th percentile, worst) and the classifier's largest difference."""
+    threshold, gate, min_area = settings["seg_threshold"], settings["gate"], int(settings["min_area"])
+    pooled = metrics.Counts(0, 0, 0)
+    slice_dice = []
     for a, b in zip(fast, eager):
-        mask_counts = mask_counts + metrics.counts(a.mask(settings["seg_threshold"], settings["gate"],
-                                                          int(settings["min_area"])),
-                                                   b.mask(settings["seg_threshold"], settings["gate"],
-                                                          int(settings["min_area"])))
+        mask_a, mask_b = a.mask(threshold, gate, min_area), b.mask(threshold, gate, min_area)
+        found = metrics.counts(mask_a, mask_b)
+        pooled = pooled + found
+        if mask_b.sum() >= MIN_MASK_PX:
+            slice_dice.append(metrics.dice(found))
+    differences = np.concatenate([np.abs(a.probability - b.probability).ravel() for a, b in zip(fast, eager)])
     return {
+        "slices": len(eager),
+        "gate_changes": sum((a.tumour_probability >= gate) != (b.tumour_probability >= gate)
+                            for a, b in zip(fast, eager)),
+        "mask_dice": metrics.dice(pooled),
+        "min_slice_mask_dice": min(slice_dice, default=1.0),
+        "large_masks": len(slice_dice),
+        "p999_probability_difference": float(np.percentile(differences, 99.9)),
         "max_probability_difference": float(differences.max()),
-        "mean_probability_difference": float(differences.mean()),
         "max_tumour_probability_difference": max(abs(a.tumour_probability - b.tumour_probability)
                                                  for a, b in zip(fast, eager)),
-        "mask_dice": metrics.dice(mask_counts),
     }
+
+
+def all_slices(folder: str | Path, count: int = 0) -> list[np.ndarray]:
+    """Every slice of a kaggle_3m-layout folder in index order (the first ``count`` when ``count`` > 0)."""
+    records = index_dataset(folder)
+    return [read_slice(record.image_path) for record in (records[:count] if count > 0 else records)]
+
+
+def sample_agreement(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
+                     settings: dict[str, float]) -> dict[str, dict[str, float]]:
+    """:func:`agreement` of every variant but the reference with eager fp32 (``predictors["fp32"]``)."""
+    eager = predictors["fp32"].predict_many(images)
+    return {variant: agreement(predictor.predict_many(images), eager, settings)
+            for variant, predictor in predictors.items() if variant != "fp32"}
 
 
 def _reference_model(fast: bool) -> nn.Module:
@@ -139,22 +170,29 @@ def _reference_model(fast: bool) -> nn.Module:
 
 def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray], batch_size: int,
                  repeats: int, batch_repeats: int, warmup: int, peaks: dict[str, float]) -> list[Row]:
-    """Rows for classifier, segmenter, pipeline and reference U-Net in each variant."""
+    """Rows for classifier, segmenter and pipeline in each variant (through its engine), and the reference U-Net
+    in the torch variants."""
     single, batch = [images[0]], list(images[:batch_size])
     calls_1: dict[tuple[str, str], Callable[[], object]] = {}
     calls_n: dict[tuple[str, str], Callable[[], object]] = {}
-    flops: dict[tuple[str, str], int] = {}
+    reference = predictors["fp32"]
+    probe = reference.tensors(single)
+    flops = {"classifier": count_flops(reference.classifier, probe), "segmenter": count_flops(reference.segmenter, probe),
+             "reference U-Net": count_flops(ReferenceUNet().eval(), probe)}
+    flops["pipeline"] = flops["classifier"] + flops["segmenter"]
     for variant, predictor in predictors.items():
         tensor_1, tensor_n = predictor.tensors(single), predictor.tensors(batch)
-        models = {"classifier": predictor.classifier, "segmenter": predictor.segmenter,
-                  "reference U-Net": _reference_model(predictor.precision == "bf16")}
-        for name, model in models.items():
-            calls_1[name, variant] = _forward(model, tensor_1, predictor.autocast)
-            calls_n[name, variant] = _forward(model, tensor_n, predictor.autocast)
-            flops[name, variant] = count_flops(model, tensor_1)
+        engine = predictor.engine
+        calls_1["classifier", variant] = lambda e=engine, t=tensor_1: e.classify(t)
+        calls_n["classifier", variant] = lambda e=engine, t=tensor_n: e.classify(t)
+        calls_1["segmenter", variant] = lambda e=engine, t=tensor_1: e.segment(t)
+        calls_n["segmenter", variant] = lambda e=engine, t=tensor_n: e.segment(t)
+        if engine.choice.engine == "torch":
+            model = _reference_model(predictor.precision == "bf16")
+            calls_1["reference U-Net", variant] = _forward(model, tensor_1, predictor.autocast)
+            calls_n["reference U-Net", variant] = _forward(model, tensor_n, predictor.autocast)
         calls_1["pipeline", variant] = lambda p=predictor: p.predict(single[0])
         calls_n["pipeline", variant] = lambda p=predictor: p.predict_many(batch, batch_size)
-        flops["pipeline", variant] = flops["classifier", variant] + flops["segmenter", variant]
     keys = {str(key): key for key in calls_1}
     times_1 = interleaved_times({label: calls_1[key] for label, key in keys.items()}, repeats, warmup)
     times_n = interleaved_times({label: calls_n[key] for label, key in keys.items()}, batch_repeats, 1)
@@ -162,12 +200,13 @@ def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
     for label, (name, variant) in keys.items():
         per_call_ms = np.array(times_1[label]) * 1e3
         slices_per_s = len(batch) / float(np.median(times_n[label]))
-        achieved = flops[name, variant] * slices_per_s / 1e9
-        rows.append(Row(name, variant, predictors[variant].precision, flops[name, variant] / 1e9,
+        achieved = flops[name] * slices_per_s / 1e9
+        choice = predictors[variant].engine.choice
+        rows.append(Row(name, variant, choice.engine, choice.precision, flops[name] / 1e9,
                         float(np.percentile(per_call_ms, 50)), float(np.percentile(per_call_ms, 95)),
-                        slices_per_s, achieved / peaks[predictors[variant].precision]))
+                        slices_per_s, achieved / peaks[choice.precision]))
     order = ("pipeline", "classifier", "segmenter", "reference U-Net")
-    return sorted(rows, key=lambda row: (order.index(row.model), row.variant))
+    return sorted(rows, key=lambda row: (order.index(row.model), list(VARIANTS).index(row.variant)))
 
 
 def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: int) -> list[dict[str, float]]:
@@ -198,7 +237,7 @@ def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: 
 def cold_start(variant: str, weights_dir: str | Path, threads: int | None, compiled: bool,
                runs: int) -> dict[str, float]:
     """Median seconds from spawning a fresh interpreter to its first prediction (:func:`cold_child`), and the
-    largest peak RSS (MB) after a further batch of 16; ``variant`` is fast, fp32 or reference."""
+    largest peak RSS (MB) after a further batch of 16; ``variant`` is one of VARIANTS or "reference"."""
     set_threads = f"torch.set_num_threads({threads}); " if threads else ""
     results = []
     for _ in range(runs):
@@ -212,9 +251,9 @@ def cold_start(variant: str, weights_dir: str | Path, threads: int | None, compi
 
 
 def compile_models(predictor: Predictor) -> None:
-    """Replace the predictor's models by their ``torch.compile`` versions (an experiment, not shipped)."""
-    predictor.segmenter = torch.compile(predictor.segmenter)
-    predictor.classifier = torch.compile(predictor.classifier)
+    """Run the predictor's torch engine on ``torch.compile`` versions of its models (an experiment, not shipped)."""
+    predictor.engine.segmenter = torch.compile(predictor.segmenter)
+    predictor.engine.classifier = torch.compile(predictor.classifier)
 
 
 def cold_child(variant: str, weights_dir: str | Path, started: float, compiled: bool) -> dict[str, float]:
@@ -228,8 +267,8 @@ def cold_child(variant: str, weights_dir: str | Path, started: float, compiled: 
         elapsed = time.time() - started
         _forward(model, torch.from_numpy(np.stack([preprocess(image)] * 16)))()
     else:
-        predictor = Predictor(weights_dir, device="cpu", precision="auto" if variant == "fast" else "fp32")
-        if compiled and variant == "fast":
+        predictor = Predictor(weights_dir, device="cpu", **VARIANTS[variant])
+        if compiled and variant == "torch":
             compile_models(predictor)
         predictor.predict(image)
         elapsed = time.time() - started
@@ -245,12 +284,15 @@ def format_report(result: dict) -> str:
              f"| model | variant | GFLOP/slice | p50 ms (batch 1) | p95 ms | slices/s (batch {result['batch']}) "
              "| % of matmul peak |", "|---|---|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
-        lines.append(f"| {row['model']} | {row['variant']} ({row['precision']}) | {row['gflop_per_slice']:.2f} | "
+        lines.append(f"| {row['model']} | {row['variant']} ({row['engine']} {row['precision']}) | {row['gflop_per_slice']:.2f} | "
                      f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['slices_per_s']:.1f} | "
                      f"{100 * row['peak_fraction']:.1f} |")
     lines += ["", f"pipeline speed-up, fast over eager fp32: {result['speedup_p50']:.2f}x at batch 1 (p50), "
               f"{result['speedup_throughput']:.2f}x at batch {result['batch']}"]
-    lines.append("fast vs fp32 on these slices: " + ", ".join(f"{k} {v:.4f}" for k, v in result["agreement"].items()))
+    for variant, found in result["agreement"].items():
+        lines.append(f"{variant} vs eager fp32 on {found['slices']} slices: "
+                     + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in found.items()
+                                 if k != "slices"))
     lines += ["", "| step (batch 1) | p50 ms | added to a prediction, ms | added, % of a prediction |",
               "|---|---:|---:|---:|"]
     lines += [f"| {row['step']} | {row['p50_ms']:.1f} | {row['added_ms']:.1f} | {100 * row['added_fraction']:.1f} |"
@@ -277,7 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batch-1 calls first")
     parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes per variant; 0 skips")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models of the fast path")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models of the torch variant")
+    parser.add_argument("--agreement-slices", type=int, default=0,
+                        help="slices of --data for the agreement with eager fp32 (default 0: every slice)")
     parser.add_argument("--json", help="also write the result here")
 
 
@@ -285,10 +329,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     images = load_slices(args.data, args.batch)
-    predictors = {"fast": Predictor(args.weights, device="cpu"),
-                  "fp32": Predictor(args.weights, device="cpu", precision="fp32")}
+    predictors = {variant: Predictor(args.weights, device="cpu", **kwargs) for variant, kwargs in VARIANTS.items()}
     if args.compile:
-        compile_models(predictors["fast"])
+        compile_models(predictors["torch"])
     peak_repeats = max(args.batch_repeats, 3)
     peaks = {"fp32": matmul_peak_gflops(torch.float32, peak_repeats),
              "bf16": matmul_peak_gflops(torch.bfloat16, peak_repeats)}
@@ -299,8 +342,8 @@ def run(args: argparse.Namespace) -> dict:
         "compiled": args.compile, "peaks": peaks, "rows": [asdict(row) for row in rows],
         "speedup_p50": pipeline["fp32"].p50_ms / pipeline["fast"].p50_ms,
         "speedup_throughput": pipeline["fast"].slices_per_s / pipeline["fp32"].slices_per_s,
-        "agreement": agreement(predictors["fast"].predict_many(images), predictors["fp32"].predict_many(images),
-                               pipeline_settings(args.weights)),
+        "agreement": sample_agreement(predictors, all_slices(args.data, args.agreement_slices),
+                                      pipeline_settings(args.weights)),
         "extras": extras_table(predictors["fast"], images[0], args.repeats, args.warmup),
         "cold": {variant: cold_start(variant, args.weights, args.threads, args.compile, args.cold_runs)
                  for variant in (*VARIANTS, "reference")} if args.cold_runs > 0 else {},
