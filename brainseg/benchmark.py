@@ -177,7 +177,8 @@ def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
     calls_n: dict[tuple[str, str], Callable[[], object]] = {}
     reference = predictors["fp32"]
     probe = reference.tensors(single)
-    flops = {"classifier": count_flops(reference.classifier, probe), "segmenter": count_flops(reference.segmenter, probe),
+    flops = {"classifier": count_flops(reference.classifier, probe),
+             "segmenter": count_flops(reference.segmenter, probe),
              "reference U-Net": count_flops(ReferenceUNet().eval(), probe)}
     flops["pipeline"] = flops["classifier"] + flops["segmenter"]
     for variant, predictor in predictors.items():

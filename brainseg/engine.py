@@ -4,9 +4,10 @@
   fp32 (the reference). The engine on a CUDA GPU.
 - ``openvino``: the same modules converted by ``openvino.convert_model`` and compiled for the CPU with
   ``INFERENCE_PRECISION_HINT`` bf16 (where the CPU has native bf16) or f32. The classifier is converted with two
-  outputs, logits and the pooled features the input check needs, so one call gives both. Conversion takes
-  15-25 s per model, so the converted model (OpenVINO IR) is kept in a cache folder named by the weights' SHA-256,
-  the OpenVINO version and the model code; later loads read it back (about 0.5 s) after checking its SHA-256.
+  outputs, pooled features (for the input check) and logits, so one call gives both. Conversion takes 15-25 s
+  per model on a busy 2-core CPU, so the converted model (OpenVINO IR, its folded weights kept in fp32: in fp16
+  the f32 engine was 0.025 off torch fp32) is kept in a cache folder named by the weights' SHA-256, the
+  OpenVINO version and the model code; later loads read it back (about 0.5 s) after checking its SHA-256.
 
 Every engine answers with the same float32 arrays: segmenter probabilities ``Bx256x256``, classifier pooled
 features ``BxD`` and logits ``Bx2``.
