@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.errors import BrainsegError
-from brainseg.io import SUFFIXES, read_slice
+from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
 from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256, verify
 
@@ -70,6 +70,29 @@ class Calibration:
     distance_threshold: float        # k-NN cosine distance above which a slice is unlike the data
     train_features: torch.Tensor     # NxD float32, unit rows: the training-split neighbours
     classifier_sha256: str
+    content: ContentModel | None = None   # learned against negatives (brainseg.negatives); None in old calibrations
+
+
+@dataclass(frozen=True)
+class ContentModel:
+    """Softmax regression over content features: class 0 is LGG, the others the negative families."""
+
+    families: tuple[str, ...]        # class names after "lgg", keys of brainseg.negatives.FAMILIES
+    reasons: tuple[str, ...]         # the reason in words for each family
+    pca_mean: torch.Tensor           # D: classifier features are centred and projected ...
+    pca_components: torch.Tensor     # KxD: ... on the training slices' principal components
+    thumbnail_mean: torch.Tensor     # 768: 16x16x3 thumbnails likewise
+    thumbnail_components: torch.Tensor  # Kx768
+    feature_mean: torch.Tensor       # F: content features standardised ...
+    feature_std: torch.Tensor        # F
+    weights: torch.Tensor            # CxF
+    bias: torch.Tensor               # C
+    threshold: float                 # probability of "not LGG" above which a slice is flagged (validation)
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """``BxC`` class probabilities of ``BxF`` content-feature rows."""
+        x = (torch.as_tensor(np.asarray(rows, np.float32)) - self.feature_mean) / self.feature_std
+        return torch.softmax(x @ self.weights.T + self.bias, dim=1).numpy()
 
 
 def slice_statistics(image_u8: np.ndarray) -> dict[str, float]:
@@ -84,6 +107,49 @@ def slice_statistics(image_u8: np.ndarray) -> dict[str, float]:
         statistics[f"mean_{c}"] = float(pixels[:, c].mean() / 255.0)
         statistics[f"std_{c}"] = float(pixels[:, c].std() / 255.0)
     return statistics
+
+
+HISTOGRAM_BINS = 16
+
+
+def pixel_features(image_u8: np.ndarray) -> np.ndarray:
+    """What the pixels look like at 256x256: per-channel brain histograms (16 bins each), brain share, share of
+    identical channels and the three channel correlations over the brain (53 values)."""
+    resized = resize_image(image_u8)
+    brain = brain_pixels(resized)
+    pixels = (resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)).astype(np.float32)
+    histograms = [np.histogram(pixels[:, c], bins=HISTOGRAM_BINS, range=(0, 256))[0] / len(pixels) for c in range(3)]
+    spread = pixels.max(axis=1) - pixels.min(axis=1)
+    centred = pixels - pixels.mean(axis=0)
+    scale = np.sqrt((centred ** 2).sum(axis=0)) + 1e-6
+    correlation = (centred.T @ centred) / np.outer(scale, scale)
+    return np.concatenate([*histograms, [brain.mean(), (spread <= IDENTICAL_LEVEL).mean()],
+                           [correlation[0, 1], correlation[1, 2], correlation[0, 2]]]).astype(np.float32)
+
+
+THUMBNAIL = 16
+
+
+def thumbnail(image_u8: np.ndarray) -> np.ndarray:
+    """The slice at 256x256 averaged down to ``16x16x3`` in 0..1, flattened: the layout of the picture."""
+    small = Image.fromarray(resize_image(image_u8)).resize((THUMBNAIL, THUMBNAIL), Image.BOX)
+    return (np.asarray(small, np.float32) / 255.0).reshape(-1)
+
+
+def principal_components(rows: np.ndarray, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and the first ``count`` principal directions (``count x D``) of ``NxD`` rows."""
+    x = torch.as_tensor(np.asarray(rows, np.float32))
+    mean = x.mean(0)
+    _, _, vectors = torch.linalg.svd(x - mean, full_matrices=False)
+    return mean.contiguous(), vectors[:count].contiguous()
+
+
+def content_features(image_u8: np.ndarray, features: np.ndarray, model: ContentModel) -> np.ndarray:
+    """Pixel features, the thumbnail and the classifier's pooled features, each projected on the training slices'
+    principal components."""
+    projected = (torch.as_tensor(np.asarray(features, np.float32)) - model.pca_mean) @ model.pca_components.T
+    layout = (torch.from_numpy(thumbnail(image_u8)) - model.thumbnail_mean) @ model.thumbnail_components.T
+    return np.concatenate([pixel_features(image_u8), projected.numpy(), layout.numpy()])
 
 
 def feature_distance(features: np.ndarray | torch.Tensor, train_features: torch.Tensor) -> np.ndarray:
@@ -122,6 +188,15 @@ def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration)
                               f"(feature distance {ratio:.1f}x the validation threshold): another view, "
                               "sequence or scanner, or not an MRI at all")
     strong_reasons += _intensity_reasons(statistics, calibration)
+    content = calibration.content
+    if content is not None:
+        row = content_features(image_u8, features, content)
+        probabilities = content.probabilities(row[None])[0]
+        if 1.0 - probabilities[0] > content.threshold:
+            family = int(np.argmax(probabilities[1:]))
+            strong_reasons.append(f"{content.reasons[family]} (content check: {100 * (1 - probabilities[0]):.0f}% "
+                                  "unlike the training slices)")
+            ratio = max(ratio, float((1.0 - probabilities[0]) / content.threshold))
     one_sequence = statistics["identical_channels"] >= ONE_SEQUENCE_SHARE
     if not size_reasons and not strong_reasons:
         return InputCheck(ratio, OK, ())
@@ -143,8 +218,13 @@ def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | Non
         payload = json.loads(json_path.read_text())
         verify(weights_dir / CHECK_TENSORS)
         tensors = load_file(str(weights_dir / CHECK_TENSORS))
+        content = ContentModel(tuple(payload["content_families"]), tuple(payload["content_reasons"]),
+                               tensors["pca_mean"], tensors["pca_components"], tensors["thumbnail_mean"],
+                               tensors["thumbnail_components"], tensors["feature_mean"],
+                               tensors["feature_std"], tensors["weights"], tensors["bias"],
+                               float(payload["content_threshold"])) if "content_families" in payload else None
         calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
-                                  tensors["train_features"].float(), payload["classifier_sha256"])
+                                  tensors["train_features"].float(), payload["classifier_sha256"], content)
     except (OSError, ValueError, KeyError) as err:
         raise BrainsegError(f"{json_path}: not a readable input-check calibration ({err}); "
                             "rerun python -m brainseg calibrate --data DIR") from None
@@ -174,9 +254,61 @@ def _smallest_margin(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> f
     return MARGINS[-1]
 
 
+PCA_COMPONENTS = 24
+L2 = 1e-2
+
+
+def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = L2) -> tuple[torch.Tensor, ...]:
+    """Standardisation and a class-balanced, L2-regularised softmax regression (L-BFGS) on ``NxF`` rows."""
+    x = torch.as_tensor(rows, dtype=torch.float32)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-4)
+    x = (x - mean) / std
+    y = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(y, minlength=classes).float().clamp_min(1)
+    weight = (counts.sum() / (classes * counts))
+    weights = torch.zeros(classes, x.shape[1], requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weights.T + bias, y, weight=weight) + l2 * (weights ** 2).sum()
+        loss.backward()
+        return loss
+    optimiser.step(closure)
+    return mean, std, weights.detach(), bias.detach()
+
+
+def _not_lgg(model: tuple[torch.Tensor, ...], rows: np.ndarray) -> np.ndarray:
+    mean, std, weights, bias = model
+    x = (torch.as_tensor(rows, dtype=torch.float32) - mean) / std
+    return 1.0 - torch.softmax(x @ weights.T + bias, dim=1)[:, 0].numpy()
+
+
+def fit_content(rows: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, classes: int) -> tuple[tuple, float]:
+    """The content model and its threshold: the validation quantile that flags FALSE_ALARM_TARGET of LGG slices."""
+    model = fit_softmax(rows, labels, classes)
+    return model, float(np.quantile(_not_lgg(model, val_rows), 1 - FALSE_ALARM_TARGET))
+
+
+def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str], val_rows: np.ndarray,
+                       classes: int) -> dict[str, dict]:
+    """For each type of negative: fit without it, threshold on validation, and the share of it flagged."""
+    types = np.asarray(types)
+    result = {}
+    for kind in sorted(set(types[labels > 0])):
+        keep = types != kind
+        model, threshold = fit_content(rows[keep], labels[keep], val_rows, classes)
+        scores = _not_lgg(model, rows[types == kind])
+        result[kind] = {"images": int((types == kind).sum()), "flagged": float((scores > threshold).mean())}
+    return result
+
+
 def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[SliceRecord],
-              weights_dir: str | Path = WEIGHTS_DIR) -> dict:
-    """Fit ranges and neighbours on ``train``, thresholds on ``val``; write them to ``weights_dir``."""
+              weights_dir: str | Path = WEIGHTS_DIR, negative_records: Sequence[SliceRecord] | None = None) -> dict:
+    """Fit ranges, neighbours and the content model on ``train`` (negatives made from ``negative_records``,
+    default ``train``, and from package-shipped images), thresholds on ``val``; write them to ``weights_dir``."""
+    from brainseg.negatives import FAMILIES, negatives  # development-only packages are imported there, lazily
     weights_dir = Path(weights_dir)
     train_images = [read_slice(r.image_path) for r in train]
     val_images = [read_slice(r.image_path) for r in val]
@@ -186,12 +318,42 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     low, high = np.quantile(train_stats, 0.001, axis=0), np.quantile(train_stats, 0.999, axis=0)
     margin = _smallest_margin(val_stats, low, high)
     low, high = np.clip(low - margin * (high - low), 0, 1), np.clip(high + margin * (high - low), 0, 1)
-    neighbours = torch.nn.functional.normalize(torch.from_numpy(classifier_features(predictor, train_images, desc="train")), dim=1)
-    val_distance = feature_distance(classifier_features(predictor, val_images, desc="val"), neighbours)
+    train_raw = classifier_features(predictor, train_images, desc="train")
+    neighbours = torch.nn.functional.normalize(torch.from_numpy(train_raw), dim=1)
+    val_raw = classifier_features(predictor, val_images, desc="val")
+    val_distance = feature_distance(val_raw, neighbours)
+
+    flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
+    val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
+    made = negatives(negative_records if negative_records is not None else train)
+    families = tuple(FAMILIES)
+    pca_mean, pca_components = principal_components(train_raw, PCA_COMPONENTS)
+    thumbnail_mean, thumbnail_components = principal_components(np.stack([thumbnail(i) for i in train_images]),
+                                                                PCA_COMPONENTS)
+    projection = ContentModel(families, tuple(FAMILIES[f] for f in families), pca_mean, pca_components,
+                              thumbnail_mean, thumbnail_components, *([torch.zeros(0)] * 4), 0.0)
+
+    def rows_of(images: Sequence[np.ndarray], raw: np.ndarray | None = None, desc: str = "content") -> np.ndarray:
+        raw = classifier_features(predictor, images, desc=desc) if raw is None else raw
+        return np.stack([content_features(i, f, projection) for i, f in zip(images, raw)])
+
+    positive_rows = np.concatenate([rows_of(train_images, train_raw), rows_of(flair, desc="FLAIR-only")])
+    negative_rows = rows_of([image for _, _, image in made], desc="negatives")
+    rows = np.concatenate([positive_rows, negative_rows])
+    labels = np.array([0] * len(positive_rows) + [1 + families.index(family) for family, _, _ in made])
+    types = ["lgg"] * len(positive_rows) + [f"{family}: {'derived' if source == 'derived' else 'packaged'}"
+                                            for family, source, _ in made]
+    val_rows = np.concatenate([rows_of(val_images, val_raw), rows_of(val_flair, desc="val FLAIR-only")])
+    classes = 1 + len(families)
+    (mean, std, weights, bias), threshold = fit_content(rows, labels, val_rows, classes)
     payload = {
         "method": "intensity ranges: training quantiles 0.1%-99.9% widened by a margin chosen on validation; "
                   f"learned: cosine distance to the {NEIGHBOURS}th nearest training feature, threshold = "
-                  f"validation quantile {1 - FALSE_ALARM_TARGET:.3f}",
+                  f"validation quantile {1 - FALSE_ALARM_TARGET:.3f}; content: softmax regression on brain "
+                  f"histograms, channel structure and {PCA_COMPONENTS} principal components each of the classifier's "
+                  "pooled features and of 16x16 thumbnails, LGG (three channels and FLAIR-only) against negatives made from training "
+                  "patients and package-shipped images (brainseg.negatives), threshold = validation quantile "
+                  f"{1 - FALSE_ALARM_TARGET:.3f} of P(not LGG) over validation slices and their FLAIR-only copies",
         "classifier_sha256": sha256(weights_dir / "classifier.safetensors"),
         "train_slices": len(train), "val_slices": len(val),
         "train_one_sequence_share": float(np.mean([s["identical_channels"] >= ONE_SEQUENCE_SHARE
@@ -200,8 +362,17 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
         "low": dict(zip(INTENSITY_STATISTICS, low.round(4).tolist())),
         "high": dict(zip(INTENSITY_STATISTICS, high.round(4).tolist())),
         "distance_threshold": float(np.quantile(val_distance, 1 - FALSE_ALARM_TARGET)),
+        "content_families": list(families),
+        "content_reasons": [FAMILIES[f] for f in families],
+        "content_threshold": threshold,
+        "content_training": {"lgg": int((labels == 0).sum()),
+                             **{t: int(sum(1 for x in types if x == t)) for t in sorted(set(types) - {"lgg"})}},
+        "content_sources": sorted({source for _, source, _ in made}),
+        "leave_one_type_out": leave_one_type_out(rows, labels, types, val_rows, classes),
     }
-    save_file({"train_features": neighbours.half().contiguous()}, str(weights_dir / CHECK_TENSORS))
+    save_file({"train_features": neighbours.half().contiguous(), "pca_mean": pca_mean, "pca_components": pca_components,
+               "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean.contiguous(), "feature_std": std.contiguous(),
+               "weights": weights.contiguous(), "bias": bias.contiguous()}, str(weights_dir / CHECK_TENSORS))
     record_checksum(weights_dir / CHECK_TENSORS)
     (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
     return payload
@@ -250,12 +421,17 @@ def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path
         verdicts = [c.verdict for c in check_images(predictor, [variants(image)[name] for image in picks])]
         result["variants"][name] = {"slices": len(verdicts), "flagged": sum(v != OK for v in verdicts),
                                     "expected": "/".join(EXPECTED[name])}
+    flair_checks = check_images(predictor, [np.repeat(image[..., 1:2], 3, axis=2) for image in images])
+    result["test_flair_only_flagged"] = sum(c.flagged for c in flair_checks)
     if foreign_dir is not None:
         files = sorted(p for p in Path(foreign_dir).iterdir() if p.suffix.lower() in SUFFIXES)
-        foreign = check_images(predictor, [read_slice(p) for p in files])
-        result["foreign"] = {p.name: {"verdict": c.verdict, "score": round(c.score, 3), "reasons": list(c.reasons)}
-                             for p, c in zip(files, foreign)}
-        result["foreign_flagged"] = f"{sum(c.flagged for c in foreign)}/{len(foreign)}"
+        uploads = [read_slice(p) for p in files]
+        for key, batch in (("foreign", uploads), ("foreign_resized_256", [resize_image(read_slice(
+                encode_png(resize_image(image)), name="png")) for image in uploads])):
+            found = check_images(predictor, batch)
+            result[key] = {p.name: {"verdict": c.verdict, "score": round(c.score, 3), "reasons": list(c.reasons)}
+                           for p, c in zip(files, found)}
+            result[f"{key}_flagged"] = f"{sum(c.flagged for c in found)}/{len(found)}"
     return result
 
 
@@ -263,8 +439,13 @@ def summary(result: dict) -> str:
     """Markdown lines for the model card."""
     lines = [f"- False alarms on the test split: {result['test_flagged']} of {result['test_slices']} slices "
              f"({100 * result['test_false_alarm_rate']:.1f}%)."]
+    if "test_flair_only_flagged" in result:
+        lines.append(f"- The same test slices with only their FLAIR channel (copied to three): "
+                     f"{result['test_flair_only_flagged']} flagged.")
+    if "foreign_resized_256" in result:
+        lines.append(f"- Foreign images resized to 256x256 (PNG): {result['foreign_resized_256_flagged']} flagged.")
     if "foreign" in result:
-        lines.append(f"- Foreign images flagged: {result['foreign_flagged']}.")
+        lines.append(f"- Foreign images flagged as uploaded: {result['foreign_flagged']}.")
         lines += [f"  - {name}: {entry['verdict']}: {'; '.join(entry['reasons'])}" for name, entry in result["foreign"].items()]
     lines.append("- LGG test slices altered (flagged / slices, expected verdict):")
     lines += [f"  - {name}: {v['flagged']}/{v['slices']} (expected {v['expected']})" for name, v in result["variants"].items()]
@@ -287,8 +468,9 @@ def run(args: argparse.Namespace) -> dict:
     records = index_dataset(args.data)
     split = load_split(args.split_file)
     predictor = Predictor(args.weights, check=False)
-    payload = calibrate(predictor, select(records, split["train"])[::args.every], select(records, split["val"]), args.weights)
-    print(json.dumps({k: v for k, v in payload.items() if k != "method"}, indent=1))
+    train = select(records, split["train"])
+    payload = calibrate(predictor, train[::args.every], select(records, split["val"]), args.weights, train)
+    print(json.dumps({k: v for k, v in payload.items() if k not in ("method", "content_reasons")}, indent=1))
     if args.no_measure:
         return payload
     predictor = Predictor(args.weights)
