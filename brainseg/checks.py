@@ -117,8 +117,10 @@ def pixel_features(image_u8: np.ndarray) -> np.ndarray:
     identical channels and the three channel correlations over the brain (53 values)."""
     resized = resize_image(image_u8)
     brain = brain_pixels(resized)
-    pixels = (resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)).astype(np.float32)
-    histograms = [np.histogram(pixels[:, c], bins=HISTOGRAM_BINS, range=(0, 256))[0] / len(pixels) for c in range(3)]
+    pixels_u8 = resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)
+    histograms = [np.bincount(pixels_u8[:, c] // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS) / len(pixels_u8)
+                  for c in range(3)]
+    pixels = pixels_u8.astype(np.float32)
     spread = pixels.max(axis=1) - pixels.min(axis=1)
     centred = pixels - pixels.mean(axis=0)
     scale = np.sqrt((centred ** 2).sum(axis=0)) + 1e-6
