@@ -146,7 +146,8 @@ def intro(metrics: dict | None) -> None:
         return
     for column, (label, value, explanation) in zip(st.columns(4), viz.headline(metrics)):
         column.metric(label, value, help=explanation, border=True)
-    st.caption(f"Held-out patients only: {viz.split_label(metrics)}. Hover a figure for its aggregation.")
+    st.caption(f"Held-out patients only: {viz.split_label(metrics)}. {viz.headline_intervals(metrics)} "
+               "Hover a figure for its aggregation.")
 
 
 # ---- one slice: four panels, metrics, downloads -------------------------------------------------

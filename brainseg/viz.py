@@ -208,6 +208,16 @@ def area_across_slices(rows: Sequence[tuple[int, int, int]], current_slice: int,
     return _layout(figure, title, scope, height=320)
 
 
+def headline_intervals(metrics: dict) -> str:
+    """The headline overlap figures' 95% bootstrap intervals over patients, in words; empty for older files."""
+    volume, pooled = metrics["pipeline"]["volume"], metrics["segmenter"]["tumour_slices"]
+    if "dice_mean_interval_95" not in volume or "tversky_pooled_interval_95" not in pooled:
+        return ""
+    (dice_low, dice_high), (tversky_low, tversky_high) = volume["dice_mean_interval_95"], pooled["tversky_pooled_interval_95"]
+    return (f"95% bootstrap intervals over the {volume['patients']} patients: Dice per volume "
+            f"{dice_low:.2f}-{dice_high:.2f}, pooled Tversky {tversky_low:.2f}-{tversky_high:.2f}.")
+
+
 def headline(metrics: dict) -> list[tuple[str, str, str]]:
     """The honest test figures as ``(label, value, explanation)``, each naming its split and aggregation."""
     pipe, seg, cls = metrics["pipeline"], metrics["segmenter"], metrics["classifier"]

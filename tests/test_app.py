@@ -261,6 +261,9 @@ def test_charts_name_their_split_and_match_the_report(samples: dict) -> None:
     assert list(roc.data[0].x) == metrics["classifier"]["roc"]["fpr"] and "AUC" in roc.layout.title.text
     labels = [label for label, _, _ in viz.headline(metrics)]
     assert labels == ["Dice per volume", "Tversky, pooled", "Detection accuracy", "Classifier ROC AUC"]
+    low, high = metrics["pipeline"]["volume"]["dice_mean_interval_95"]
+    assert low <= metrics["pipeline"]["volume"]["dice_mean"] <= high
+    assert f"Dice per volume {low:.2f}-{high:.2f}" in viz.headline_intervals(metrics)
     rows = metrics["areas"]["per_patient"][patient]
     areas = viz.area_across_slices([tuple(r) for r in rows], rows[2][0], "areas", "test split")
     assert list(areas.data[0].y) == [r[1] for r in rows] and list(areas.data[1].y) == [r[2] for r in rows]
