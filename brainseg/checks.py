@@ -178,7 +178,8 @@ def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -
 def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration) -> InputCheck:
     """The check for one ``HxWx3 uint8`` slice and its classifier features ``D`` (from the same forward pass)."""
     height, width = image_u8.shape[:2]
-    statistics = slice_statistics(image_u8)
+    resized = resize_image(image_u8)   # once: the layers below see the slice at the model's size
+    statistics = slice_statistics(resized)
     ratio = float(feature_distance(features[None], calibration.train_features)[0] / calibration.distance_threshold)
     size_reasons, strong_reasons = [], []
     if (height, width) != (MODEL_SIZE, MODEL_SIZE):
@@ -192,7 +193,7 @@ def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration)
     strong_reasons += _intensity_reasons(statistics, calibration)
     content = calibration.content
     if content is not None:
-        row = content_features(image_u8, features, content)
+        row = content_features(resized, features, content)
         probabilities = content.probabilities(row[None])[0]
         if 1.0 - probabilities[0] > content.threshold:
             family = int(np.argmax(probabilities[1:]))
