@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. OUT/last.pt)")
     parser.add_argument("--init", help="start from these weights (.safetensors) with a fresh optimizer and schedule")
     parser.add_argument("--ema", type=float, default=0.0,
-                        help="validate and save an exponential moving average of the weights with this decay (0 = off)")
+                        help="validate and save an exponential moving average of the weights with this decay, "
+                             "reached after a warm-up (0 = off)")
     parser.add_argument("--dice-weight", type=float, default=0.0,
                         help="segmenter: add this weight times a per-image Dice loss on tumour slices")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,6 +81,20 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def ema_with_warmup(decay: float):
+    """``multi_avg_fn`` for :class:`AveragedModel`: an EMA whose decay ramps up as min(decay, (1 + n) / (10 + n))
+    after n updates, so that the average follows the model from the first epochs instead of carrying the
+    random initial weights (a flat 0.998 still weighs them 19% after 820 steps: validation read 0 for 10 epochs)."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):   # integer buffers (BatchNorm's batch counter) follow the model
+            torch._foreach_copy_(averaged, current)
+            return
+        n = float(updates)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+    return update
 
 
 def segmenter_loss(logits: torch.Tensor, masks: torch.Tensor, dice_weight: float = 0.0) -> torch.Tensor:
@@ -187,7 +202,7 @@ def run(args: argparse.Namespace) -> Path:
         initial, _ = load_model(args.init)
         model.load_state_dict(initial.state_dict())
     model = model.to(device).to(memory_format=torch.channels_last)
-    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+    averaged = (AveragedModel(model, multi_avg_fn=ema_with_warmup(args.ema), use_buffers=True)
                 if args.ema else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     history: list[dict] = []

@@ -124,3 +124,25 @@ def test_segmenter_fold_holds_out_its_patients_and_records_the_folds(tiny_data: 
     used = json.loads((out / "split.json").read_text())
     assert used["val"] == folds[1] and sorted(used["train"] + used["val"]) == sorted(TRAIN + VAL)
     assert read_history(out)["epochs"][0]["epoch"] == 1
+
+
+def test_ema_warm_up_follows_the_model_early_and_reaches_the_set_decay() -> None:
+    from torch.optim.swa_utils import AveragedModel
+
+    from brainseg.train import ema_with_warmup
+
+    model = torch.nn.BatchNorm2d(4)
+    averaged = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.998), use_buffers=True)
+    with torch.no_grad():
+        model.weight.fill_(2.0)                       # the model moves away from its initial weights (1.0)
+    for _ in range(50):
+        averaged.update_parameters(model)
+    # a flat 0.998 would still sit 90% of the way back at the initial weights after 50 updates
+    assert float(averaged.module.weight.mean()) > 1.9
+    assert int(averaged.module.num_batches_tracked) == int(model.num_batches_tracked)
+    first, late = ema_with_warmup(0.998), ema_with_warmup(0.998)
+    a, b = [torch.zeros(1)], [torch.zeros(1)]
+    first(a, [torch.ones(1)], torch.tensor(1))
+    late(b, [torch.ones(1)], torch.tensor(100_000))
+    assert float(a[0]) == pytest.approx(1 - 2 / 11)   # decay (1 + n) / (10 + n) at n = 1
+    assert float(b[0]) == pytest.approx(0.002)        # capped at the set decay
