@@ -30,7 +30,8 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from brainseg import appserver, gallery  # noqa: E402  (after the path: run as a script)
+from benchmarks import appserver  # noqa: E402  (after the path: run as a script)
+from brainseg import gallery  # noqa: E402
 from brainseg.data import by_patient, index_dataset  # noqa: E402
 from brainseg.memory import resident_mb  # noqa: E402
 

@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = ROOT / "samples"
 SPLIT_FILE = ROOT / "weights" / "split.json"
-CHROMIUM = Path("/usr/bin/chromium")     # what .ci/run installs (brainseg.appserver.CHROMIUM)
+CHROMIUM = Path("/usr/bin/chromium")     # what .ci/run installs (benchmarks/appserver.py CHROMIUM)
 
 TEST_DATA_ENV = "BRAINSEG_TEST_DATA"
 SHARED_ENV = "BRAINSEG_SHARED"

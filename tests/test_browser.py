@@ -12,8 +12,9 @@ from typing import Iterator
 
 import pytest
 
-from brainseg import appserver, gallery
-from brainseg.appserver import STEP_MS, AppServer, shown_slice, wait_until_idle
+from benchmarks import appserver
+from brainseg import gallery
+from benchmarks.appserver import STEP_MS, AppServer, shown_slice, wait_until_idle
 from brainseg.data import by_patient, index_dataset
 
 playwright = pytest.importorskip("playwright.sync_api")

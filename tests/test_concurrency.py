@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from brainseg import gallery
-from brainseg.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, wait_for_heading, wait_until_idle
+from benchmarks.appserver import FIRST_VIEW_MS, STEP_MS, AppServer, wait_for_heading, wait_until_idle
 from brainseg.memory import resident_mb
 from brainseg.data import by_patient, index_dataset
 

@@ -16,7 +16,8 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from brainseg import appserver, gallery, volume_io
+from benchmarks import appserver
+from brainseg import gallery, volume_io
 from brainseg.data import index_patient
 from brainseg.errors import BrainsegError
 from brainseg.inference import Predictor, pipeline_settings

@@ -1,4 +1,4 @@
-"""The app as a running server, for the browser tests and ``benchmarks/server_memory.py``.
+"""The app as a running server, for the browser tests and the browser benchmarks (`benchmarks/`).
 
 ``serve`` runs ``streamlit run streamlit_app.py`` headless on a free localhost port, on the bundled samples
 (without ``BRAINSEG_DATA``), and stops it afterwards. The browser helpers take Playwright objects but never

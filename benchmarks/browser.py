@@ -1,0 +1,115 @@
+"""How fast the page answers a user: headless Chromium against a real ``streamlit run``, as the README starts it.
+
+Three measurements, each repeated (median and all runs printed):
+
+1. **cold first view**: a fresh server (its health check answered, no session yet), ``goto`` its URL until the
+   first patient's slice heading is shown, the script run has finished and the four panels' images are loaded;
+   the models load in this step (the OpenVINO IR cache on disk is warm after the first run);
+2. **new patient**: in that session, choose another bundled patient not visited before in the "Patient" box,
+   until its heading, idle and four loaded panels;
+3. **next slice**: click "Next ▶" until the next slice's heading, idle and four loaded panels.
+
+Every wait is bounded (benchmarks/appserver.py). Usage, from the repository root:
+``python benchmarks/browser.py [--runs 3] [--json weights/browser.json]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import appserver  # noqa: E402  (after the path: run as a script)
+from brainseg import gallery  # noqa: E402
+from brainseg.benchmark import machine  # noqa: E402
+from brainseg.data import by_patient, index_dataset  # noqa: E402
+
+PANELS = 4
+# all four panel images present and decoded
+PANELS_LOADED = ("() => { const images = [...document.querySelectorAll('[data-testid=stImage] img')];"
+                 f" return images.length >= {PANELS} && images.every(i => i.complete && i.naturalWidth > 0); }}")
+STEPS = ("cold first view", "new patient", "next slice")
+
+
+def settled(page: Any, heading: str, started: float) -> float:
+    """Seconds from ``started`` until ``heading`` is shown, the run has finished and the panels are loaded."""
+    page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=appserver.FIRST_VIEW_MS)
+    appserver.wait_until_idle(page)
+    page.wait_for_function(PANELS_LOADED, timeout=appserver.STEP_MS)
+    return time.perf_counter() - started
+
+
+def choose_patient(page: Any, patient: str) -> None:
+    """Pick ``patient`` in the "Patient" select box (its options are labelled "<patient> · <split>, ...")."""
+    page.get_by_test_id("stSelectbox").filter(has_text="Patient").first.click()
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(patient)}\b")).click()
+
+
+def one_run(browser: Any, log: Path, samples: dict, patients: tuple[str, str]) -> dict[str, float]:
+    """The three measurements on a fresh server."""
+    first, other = patients
+    with appserver.serve(log) as server:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(appserver.STEP_MS)
+        started = time.perf_counter()
+        page.goto(server.url)
+        cold = settled(page, heading(samples[first], gallery.telling_slice(samples[first])), started)
+        started = time.perf_counter()
+        choose_patient(page, other)
+        number = gallery.telling_slice(samples[other])
+        new_patient = settled(page, heading(samples[other], number), started)
+        started = time.perf_counter()
+        page.get_by_role("button", name="Next ▶").click()
+        next_slice = settled(page, heading(samples[other], number + 1), started)
+        context.close()
+    return dict(zip(STEPS, (cold, new_patient, next_slice)))
+
+
+def heading(records: list, number: int) -> str:
+    return f"Slice {number} / {len(records)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="fresh servers, each measured once per step")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    samples = by_patient(index_dataset(gallery.SAMPLES_DIR))
+    first = gallery.first_patient(samples)
+    other = next(p for p in sorted(samples) if p != first)
+    runs: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as scratch, sync_playwright() as driver:
+        browser = appserver.launch_chromium(driver)
+        for run in range(args.runs):
+            runs.append(one_run(browser, Path(scratch) / f"server{run}.log", samples, (first, other)))
+            print(f"run {run + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in runs[-1].items()), flush=True)
+        browser.close()
+    medians = {step: statistics.median(r[step] for r in runs) for step in STEPS}
+    print(f"\n| step (median of {len(runs)}) | seconds |\n|---|---|")
+    for step in STEPS:
+        print(f"| {step} | {medians[step]:.2f} |")
+    if args.json:
+        payload = {"what": "seconds until the page shows the slice, has finished running and has drawn the four "
+                           "panels (headless Chromium, benchmarks/browser.py)",
+                   "patients": {"first": first, "new": other}, "median_s": medians, "runs": runs,
+                   "machine": machine(), "python": platform.python_version(), "streamlit": version("streamlit"),
+                   "venv_in_repository": (ROOT / ".venv").is_dir()}
+        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
