@@ -21,7 +21,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from brainseg.weights import sha256
 
 ENGINES = ("auto", "openvino", "torch")
 PRECISIONS = ("auto", "bf16", "fp32")
+CACHE_KEEP = 3              # converted models kept per kind
 CODE_FILES = (Path(__file__), Path(__file__).with_name("models.py"))  # their text is part of the cache key
 
 
@@ -139,15 +140,15 @@ def _convert(module: nn.Module):
         return ov.convert_model(module.eval(), example_input=example, input=[-1, 3, MODEL_SIZE, MODEL_SIZE])
 
 
-def cached_model(core, module: nn.Module, folder: Path):
-    """The converted ``module`` from ``folder`` (``model.xml``, ``model.bin``, the bin's SHA-256 in
-    ``model.sha256``); converted and written there first when absent or damaged. An unwritable cache folder
-    only means converting again next time."""
+def cached_model(core, build: Callable[[], nn.Module], folder: Path):
+    """The converted module from ``folder`` (``model.xml``, ``model.bin``, the bin's SHA-256 in
+    ``model.sha256``); when absent or damaged, ``build()`` makes the torch module, which is converted and
+    written there first. An unwritable cache folder only means converting again next time."""
     import openvino as ov
     xml, binary, digest = folder / "model.xml", folder / "model.bin", folder / "model.sha256"
     if xml.is_file() and binary.is_file() and digest.is_file() and sha256(binary) == digest.read_text().strip():
         return core.read_model(xml)
-    model = _convert(module)
+    model = _convert(build())
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
@@ -158,6 +159,7 @@ def cached_model(core, module: nn.Module, folder: Path):
         (staging / "model.sha256").write_text(sha256(staging / "model.bin"))
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
+        prune(folder)
     except OSError:
         pass  # another process wrote it first, or the disk is full: this process goes on with its own conversion
     finally:
@@ -165,21 +167,35 @@ def cached_model(core, module: nn.Module, folder: Path):
     return model
 
 
+def prune(newest: Path, keep: int = CACHE_KEEP) -> None:
+    """Remove all but the ``keep`` most recently written converted models of ``newest``'s kind (other weights,
+    code or OpenVINO versions), so the cache does not grow with every change."""
+    kind = newest.name.rsplit("-", 1)[0]
+    entries = sorted((p for p in newest.parent.glob(f"{kind}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                     reverse=True)
+    for stale in [p for p in entries if p != newest][keep - 1:]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 class OpenVinoEngine:
     """Both modules compiled by OpenVINO for the CPU; thread-safe (one infer request per call)."""
 
-    def __init__(self, segmenter: nn.Module, classifier: Classifier, digests: dict[str, str], precision: str,
+    def __init__(self, modules: Callable[[str], nn.Module], digests: dict[str, str], precision: str,
                  threads: int, cache: Path | None = None) -> None:
-        """``digests``: SHA-256 of the segmenter's and the classifier's weights file (names the cached models)."""
+        """``modules(kind)``: the torch segmenter or classifier, asked for only when its converted model is not
+        in the cache; ``digests``: SHA-256 of the segmenter's and the classifier's weights file (names the
+        cached models)."""
         import openvino as ov
         core = ov.Core()
         cache = cache_root() if cache is None else cache
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         compiled = {}
-        for kind, module in (("segmenter", segmenter), ("classifier", _FeaturesAndLogits(classifier))):
+        builders = {"segmenter": lambda: modules("segmenter"),
+                    "classifier": lambda: _FeaturesAndLogits(modules("classifier"))}
+        for kind, build in builders.items():
             folder = cache / "openvino" / f"{kind}-{cache_key(digests[kind], ov.__version__)}"
-            compiled[kind] = core.compile_model(cached_model(core, module, folder), "CPU", config)
+            compiled[kind] = core.compile_model(cached_model(core, build, folder), "CPU", config)
         self.segmenter, self.classifier = compiled["segmenter"], compiled["classifier"]
         ran = str(self.segmenter.get_property("INFERENCE_PRECISION_HINT"))
         self.choice = Choice("openvino", "bf16" if "bf16" in ran or "bfloat16" in ran else "fp32")

@@ -2,27 +2,31 @@
 
 The engine (:func:`brainseg.engine.choose`) is OpenVINO on a CPU (bf16 where the CPU has native bf16, f32 where
 not) and torch with bf16 autocast on a GPU; ``precision="fp32"`` gives the plain eager torch reference. The torch
-modules stay on the Predictor for what needs gradients or their layers (LayerCAM, flip TTA in ``explain``).
+modules stay on the Predictor, loaded when first needed, for what needs gradients or their layers (LayerCAM,
+flip TTA in ``explain``).
 """
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from skimage.morphology import remove_small_objects
 
 from brainseg.checks import InputCheck, assess, load_calibration
 from brainseg.engine import Engine, OpenVinoEngine, TorchEngine, choose, cpu_has_bf16
 from brainseg.preprocess import preprocess, restore_size
-from brainseg.weights import WEIGHTS_DIR, load_model, read_checksums, sha256
+from brainseg.weights import WEIGHTS_DIR, load_model, verify
 
 DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
 DEFAULT_MIN_AREA = 0
+MODEL_KINDS = ("segmenter", "classifier")
 
 
 @dataclass(frozen=True)
@@ -59,36 +63,48 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _digest(path: Path) -> str:
-    """SHA-256 of a weights file: its SHA256SUMS line (``load_model`` has checked it), else hashed here."""
-    return read_checksums(path.parent).get(path.name) or sha256(path)
-
-
 class Predictor:
-    """Both models, loaded once, on one device, run by one engine; thread-safe for inference."""
+    """Both models, loaded once, on one device, run by one engine; thread-safe for inference.
+
+    The torch modules (:meth:`module`) load on first use: the torch engine needs them at once, the OpenVINO
+    engine only to convert a model that is not in its cache yet, LayerCAM and flip TTA when asked for."""
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str | torch.device | None = None,
                  precision: str = "auto", check: bool = True, engine: str = "auto",
                  cache_dir: Path | None = None) -> None:
         """``engine``/``precision``: see :func:`brainseg.engine.choose`; ``cache_dir``: where OpenVINO keeps
         converted models (default :func:`brainseg.engine.cache_root`)."""
-        weights_dir = Path(weights_dir)
+        self.weights_dir = Path(weights_dir)
         self.device = torch.device(device) if device else default_device()
-        choice = choose(self.device.type, engine, precision, cpu_has_bf16())
-        self.segmenter, _ = load_model(weights_dir / "segmenter.safetensors", self.device)
-        self.classifier, self.classifier_settings = load_model(weights_dir / "classifier.safetensors", self.device)
-        self.input_check = load_calibration(weights_dir) if check else None
-        if choice.precision == "bf16":
-            self.segmenter.to(memory_format=torch.channels_last)
-            self.classifier.to(memory_format=torch.channels_last)
+        self.choice = choose(self.device.type, engine, precision, cpu_has_bf16())
+        self._modules: dict[str, nn.Module] = {}
+        self._loading = threading.Lock()
+        digests = {kind: verify(self.weights_dir / f"{kind}.safetensors") for kind in MODEL_KINDS}
+        self.input_check = load_calibration(self.weights_dir) if check else None
         self.engine: Engine
-        if choice.engine == "openvino":
-            digests = {kind: _digest(weights_dir / f"{kind}.safetensors") for kind in ("segmenter", "classifier")}
-            self.engine = OpenVinoEngine(self.segmenter, self.classifier, digests, choice.precision,
-                                         torch.get_num_threads(), cache_dir)
+        if self.choice.engine == "openvino":
+            self.engine = OpenVinoEngine(self.module, digests, self.choice.precision, torch.get_num_threads(),
+                                         cache_dir)
         else:
-            self.engine = TorchEngine(self.segmenter, self.classifier, self.device, choice.precision)
+            self.engine = TorchEngine(self.segmenter, self.classifier, self.device, self.choice.precision)
         self.precision = self.engine.choice.precision
+
+    def module(self, kind: str) -> nn.Module:
+        """The torch ``"segmenter"`` or ``"classifier"`` in eval mode, loaded (and its file checked) on first use."""
+        with self._loading:
+            if kind not in self._modules:
+                model, _ = load_model(self.weights_dir / f"{kind}.safetensors", self.device)
+                self._modules[kind] = (model.to(memory_format=torch.channels_last)
+                                       if self.choice.precision == "bf16" else model)
+            return self._modules[kind]
+
+    @property
+    def segmenter(self) -> nn.Module:
+        return self.module("segmenter")
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.module("classifier")
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast for the torch modules in bf16, a no-op in fp32."""

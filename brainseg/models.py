@@ -4,7 +4,6 @@ Plain ``nn.Module``s built by factories; no I/O here (weights are loaded in ``br
 """
 from __future__ import annotations
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +66,8 @@ class Classifier(nn.Module):
     def __init__(self, input_size: int = 256, hidden: int = 256, dropout: float = 0.3) -> None:
         super().__init__()
         self.input_size = input_size
+        import timm   # here, not at the top: timm pulls in torchvision and torch._dynamo (~2 s), and the app's
+                      # OpenVINO path builds no torch classifier until LayerCAM asks for one
         self.backbone = timm.create_model("resnet50", pretrained=False, num_classes=0, global_pool="")
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),

@@ -57,13 +57,14 @@ def record_checksum(path: Path) -> None:
     write_checksum_file(path.parent, {**read_checksums(path.parent), path.name: sha256(path)})
 
 
-def verify(path: Path) -> None:
-    """Refuse a weights file that is missing or does not match its recorded SHA-256."""
+def verify(path: Path) -> str:
+    """The SHA-256 of a weights file; refuses one that is missing or does not match its recorded SHA-256."""
     if not path.is_file():
         raise BrainsegError(f"{path}: weights file not found; expected the trained weights shipped in weights/")
-    expected = read_checksums(path.parent).get(path.name)
-    if expected is not None and sha256(path) != expected:
+    expected, actual = read_checksums(path.parent).get(path.name), sha256(path)
+    if expected is not None and actual != expected:
         raise BrainsegError(f"{path}: SHA-256 does not match {CHECKSUMS}; the weights file is damaged or replaced")
+    return actual
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -2,6 +2,7 @@
 size, classifier gate."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +67,14 @@ def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, slice
     reference = Predictor(device="cpu", precision="fp32")
     core, module, folder = ov.Core(), reference.segmenter, tmp_path / "segmenter"
     batch = reference.tensors(slices[:2]).numpy()
-    first = core.compile_model(engine.cached_model(core, module, folder), "CPU")(batch)[0]
+    first = core.compile_model(engine.cached_model(core, lambda: module, folder), "CPU")(batch)[0]
     assert {p.name for p in folder.iterdir()} == {"model.xml", "model.bin", "model.sha256"}
     written = (folder / "model.bin").stat().st_mtime_ns
-    again = core.compile_model(engine.cached_model(core, module, folder), "CPU")(batch)[0]
+    again = core.compile_model(engine.cached_model(core, lambda: module, folder), "CPU")(batch)[0]
     assert (folder / "model.bin").stat().st_mtime_ns == written and np.array_equal(first, again)
     with open(folder / "model.bin", "r+b") as handle:
         handle.write(b"\0" * 64)
-    rebuilt = core.compile_model(engine.cached_model(core, module, folder), "CPU")(batch)[0]
+    rebuilt = core.compile_model(engine.cached_model(core, lambda: module, folder), "CPU")(batch)[0]
     assert np.array_equal(first, rebuilt)
     assert engine.sha256(folder / "model.bin") == (folder / "model.sha256").read_text()
 
@@ -154,3 +155,11 @@ def test_tune_breaks_ties_by_the_pipelines_volume_dice() -> None:
     chosen = choose_gate(results, threshold=0.5, max_fpr=0.03)
     assert chosen["sensitivity"] == 1.0 and chosen["false_positive_rate"] == 0.0
     assert chosen["min_area"] in (10, 25) and chosen["volume_dice"] == pytest.approx(1.0)
+
+
+def test_the_cache_keeps_the_newest_converted_models_of_each_kind(tmp_path) -> None:
+    for age, name in enumerate(["segmenter-a", "segmenter-b", "segmenter-c", "segmenter-d", "classifier-a"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1_000_000 - age * 1000,) * 2)   # a is the newest, d the oldest
+    engine.prune(tmp_path / "segmenter-c", keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier-a", "segmenter-a", "segmenter-b", "segmenter-c"]
