@@ -27,6 +27,7 @@ DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
 DEFAULT_MIN_AREA = 0
 MODEL_KINDS = ("segmenter", "classifier")
+BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ def pipeline_settings(weights_dir: Path = WEIGHTS_DIR) -> dict[str, float]:
     if path.exists():
         settings.update(json.loads(path.read_text()))
     return settings
+
+
+def batch_sizes(count: int, batch_size: int = BATCH_SIZE) -> list[int]:
+    """How :meth:`Predictor.predict_many` splits ``count`` slices: full batches, then the rest as powers of two
+    (largest first), so that the engines only ever see a few batch shapes (16, 8, 4, 2, 1 by default)."""
+    full, rest = divmod(count, batch_size)
+    return [batch_size] * full + [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
 
 
 def default_device() -> torch.device:
@@ -129,11 +137,11 @@ class Predictor:
         """Segmenter probabilities ``Bx256x256`` and classifier tumour probabilities ``B`` of a batch."""
         return self.outputs(batch)[:2]
 
-    def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = 16) -> list[Prediction]:
-        """Predictions for many slices, in batches; each mapped back to its slice's size."""
-        predictions = []
-        for start in range(0, len(images_u8), batch_size):
-            chunk = images_u8[start:start + batch_size]
+    def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> list[Prediction]:
+        """Predictions for many slices, in batches of :func:`batch_sizes`; each mapped back to its slice's size."""
+        predictions, start = [], 0
+        for size in batch_sizes(len(images_u8), batch_size):
+            chunk, start = images_u8[start:start + size], start + size
             seg, cls, features = self.outputs(self.tensors(chunk))
             for image, probability, tumour, row in zip(chunk, seg, cls, features):
                 check = assess(image, row, self.input_check) if self.input_check else None

@@ -56,6 +56,14 @@ class ResUNet(nn.Module):
         return self.head(x)
 
 
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` (``BxCxHxW``) resized to ``size x size`` the way the classifier's backbone was trained (bilinear,
+    antialiased); unchanged when it is that size already."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 class Classifier(nn.Module):
     """timm ResNet50 backbone + head (pool, flatten, dense, dropout, dense); returns 2-way logits.
 
@@ -79,10 +87,7 @@ class Classifier(nn.Module):
         )
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == self.input_size and x.shape[-2] == self.input_size:
-            return x
-        return F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                             antialias=True)
+        return resize_square(x, self.input_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``Bx2048`` (for the input check's feature-space distance)."""

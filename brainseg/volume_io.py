@@ -99,9 +99,10 @@ class Volume:
     @property
     def batch_size(self) -> int:
         """Slices per prediction batch: 16 of 256x256 or fewer larger ones (4 of 512x512), which bounds the
-        slices' probabilities held at once (measured: 512x512x200 peaks at +438 MB instead of +546 MB)."""
+        slices' probabilities held at once (measured: 512x512x200 peaks at +438 MB instead of +546 MB); a power
+        of two, one of the batch shapes the engines are warmed up on."""
         height, width = self.images_u8[0].shape[:2]
-        return max(1, min(16, 16 * 256 * 256 // (height * width)))
+        return 1 << (max(1, min(16, 16 * 256 * 256 // (height * width))).bit_length() - 1)
 
 
 @dataclass(frozen=True)

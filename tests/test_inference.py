@@ -163,3 +163,10 @@ def test_the_cache_keeps_the_newest_converted_models_of_each_kind(tmp_path) -> N
         os.utime(tmp_path / name, (1_000_000 - age * 1000,) * 2)   # a is the newest, d the oldest
     engine.prune(tmp_path / "segmenter-c", keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier-a", "segmenter-a", "segmenter-b", "segmenter-c"]
+
+
+@pytest.mark.parametrize("count, sizes", [(0, []), (1, [1]), (16, [16]), (24, [16, 8]), (36, [16, 16, 4]),
+                                          (23, [16, 4, 2, 1]), (15, [8, 4, 2, 1])])
+def test_slices_are_split_into_full_batches_then_powers_of_two(count: int, sizes: list[int]) -> None:
+    from brainseg.inference import batch_sizes
+    assert batch_sizes(count) == sizes
