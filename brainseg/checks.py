@@ -95,14 +95,31 @@ class ContentModel:
         return torch.softmax(x @ self.weights.T + self.bias, dim=1).numpy()
 
 
-def slice_statistics(image_u8: np.ndarray) -> dict[str, float]:
-    """Channel structure and per-channel brightness (mean) and contrast (std) over brain pixels, in 0..1,
-    measured at the model's 256x256 as the models see it."""
+@dataclass(frozen=True)
+class BrainPixels:
+    """A slice at the model's 256x256 and its brain pixels: what the pixel layers of the check measure."""
+
+    resized: np.ndarray    # 256x256x3 uint8
+    brain: np.ndarray      # 256x256 bool
+    pixels_u8: np.ndarray  # Nx3 uint8: the brain's pixels (every pixel when the brain has fewer than 64)
+    spread: np.ndarray     # N uint8: max - min over the channels at each of those pixels
+
+
+def measure_brain(image_u8: np.ndarray) -> BrainPixels:
     resized = resize_image(image_u8)
     brain = brain_pixels(resized)
-    pixels = (resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)).astype(np.float32)
-    spread = pixels.max(axis=1) - pixels.min(axis=1)
-    statistics = {"identical_channels": float((spread <= IDENTICAL_LEVEL).mean())}
+    pixels_u8 = resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)
+    red, green, blue = pixels_u8.T   # elementwise over the channels: 5x faster than a reduction along axis 1
+    return BrainPixels(resized, brain, pixels_u8,
+                       np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue))
+
+
+def slice_statistics(image_u8: np.ndarray | BrainPixels) -> dict[str, float]:
+    """Channel structure and per-channel brightness (mean) and contrast (std) over brain pixels, in 0..1,
+    measured at the model's 256x256 as the models see it."""
+    measured = image_u8 if isinstance(image_u8, BrainPixels) else measure_brain(image_u8)
+    pixels = measured.pixels_u8.astype(np.float32)
+    statistics = {"identical_channels": float((measured.spread <= IDENTICAL_LEVEL).mean())}
     for c in range(3):
         statistics[f"mean_{c}"] = float(pixels[:, c].mean() / 255.0)
         statistics[f"std_{c}"] = float(pixels[:, c].std() / 255.0)
@@ -112,29 +129,28 @@ def slice_statistics(image_u8: np.ndarray) -> dict[str, float]:
 HISTOGRAM_BINS = 16
 
 
-def pixel_features(image_u8: np.ndarray) -> np.ndarray:
+def pixel_features(image_u8: np.ndarray | BrainPixels) -> np.ndarray:
     """What the pixels look like at 256x256: per-channel brain histograms (16 bins each), brain share, share of
     identical channels and the three channel correlations over the brain (53 values)."""
-    resized = resize_image(image_u8)
-    brain = brain_pixels(resized)
-    pixels_u8 = resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)
+    measured = image_u8 if isinstance(image_u8, BrainPixels) else measure_brain(image_u8)
+    pixels_u8 = measured.pixels_u8
     histograms = [np.bincount(pixels_u8[:, c] // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS) / len(pixels_u8)
                   for c in range(3)]
     pixels = pixels_u8.astype(np.float32)
-    spread = pixels.max(axis=1) - pixels.min(axis=1)
     centred = pixels - pixels.mean(axis=0)
     scale = np.sqrt((centred ** 2).sum(axis=0)) + 1e-6
     correlation = (centred.T @ centred) / np.outer(scale, scale)
-    return np.concatenate([*histograms, [brain.mean(), (spread <= IDENTICAL_LEVEL).mean()],
+    return np.concatenate([*histograms, [measured.brain.mean(), (measured.spread <= IDENTICAL_LEVEL).mean()],
                            [correlation[0, 1], correlation[1, 2], correlation[0, 2]]]).astype(np.float32)
 
 
 THUMBNAIL = 16
 
 
-def thumbnail(image_u8: np.ndarray) -> np.ndarray:
+def thumbnail(image_u8: np.ndarray | BrainPixels) -> np.ndarray:
     """The slice at 256x256 averaged down to ``16x16x3`` in 0..1, flattened: the layout of the picture."""
-    small = Image.fromarray(resize_image(image_u8)).resize((THUMBNAIL, THUMBNAIL), Image.BOX)
+    resized = image_u8.resized if isinstance(image_u8, BrainPixels) else resize_image(image_u8)
+    small = Image.fromarray(resized).resize((THUMBNAIL, THUMBNAIL), Image.BOX)
     return (np.asarray(small, np.float32) / 255.0).reshape(-1)
 
 
@@ -146,7 +162,7 @@ def principal_components(rows: np.ndarray, count: int) -> tuple[torch.Tensor, to
     return mean.contiguous(), vectors[:count].contiguous()
 
 
-def content_features(image_u8: np.ndarray, features: np.ndarray, model: ContentModel) -> np.ndarray:
+def content_features(image_u8: np.ndarray | BrainPixels, features: np.ndarray, model: ContentModel) -> np.ndarray:
     """Pixel features, the thumbnail and the classifier's pooled features, each projected on the training slices'
     principal components."""
     projected = (torch.as_tensor(np.asarray(features, np.float32)) - model.pca_mean) @ model.pca_components.T
@@ -178,8 +194,8 @@ def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -
 def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration) -> InputCheck:
     """The check for one ``HxWx3 uint8`` slice and its classifier features ``D`` (from the same forward pass)."""
     height, width = image_u8.shape[:2]
-    resized = resize_image(image_u8)   # once: the layers below see the slice at the model's size
-    statistics = slice_statistics(resized)
+    measured = measure_brain(image_u8)   # once: the layers below see the slice at the model's size
+    statistics = slice_statistics(measured)
     ratio = float(feature_distance(features[None], calibration.train_features)[0] / calibration.distance_threshold)
     size_reasons, strong_reasons = [], []
     if (height, width) != (MODEL_SIZE, MODEL_SIZE):
@@ -193,7 +209,7 @@ def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration)
     strong_reasons += _intensity_reasons(statistics, calibration)
     content = calibration.content
     if content is not None:
-        row = content_features(resized, features, content)
+        row = content_features(measured, features, content)
         probabilities = content.probabilities(row[None])[0]
         if 1.0 - probabilities[0] > content.threshold:
             family = int(np.argmax(probabilities[1:]))
