@@ -334,6 +334,7 @@ def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRec
         patient, "", "gallery", f"{patient} · {patient_split} split{seen}",
         f"{patient_split} split · one patient, every slice · pipeline at threshold {settings.threshold:g}, "
         f"gate {settings.gate:g}", [service.gallery_key(folder, patient, n) for n in slices.numbers]), settings)
+    service.prefetch(folder, gallery.neighbours(patients, patient))   # the next visit is then a cache hit
 
 
 # ---- upload --------------------------------------------------------------------------------------

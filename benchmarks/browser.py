@@ -1,13 +1,15 @@
 """How fast the page answers a user: headless Chromium against a real ``streamlit run``, as the README starts it.
 
-Three measurements, each repeated (median and all runs printed):
+Four measurements, each repeated on a fresh server (median and all runs printed):
 
 1. **cold first view**: a fresh server (its health check answered, no session yet), ``goto`` its URL until the
    first patient's slice heading is shown, the script run has finished and the four panels' images are loaded;
    the models load in this step (the OpenVINO IR cache on disk is warm after the first run);
-2. **new patient**: in that session, choose another bundled patient not visited before in the "Patient" box,
-   until its heading, idle and four loaded panels;
-3. **next slice**: click "Next ▶" until the next slice's heading, idle and four loaded panels.
+2. **new patient, not prefetched**: at once, choose a bundled patient that is not next to the first in the
+   "Patient" box (the app predicts the neighbours of the patient shown in the background), until its heading,
+   idle and four loaded panels;
+3. **new patient, prefetched**: after looking at that patient for 5 s, choose the next one in the box;
+4. **next slice**: click "Next ▶" until the next slice's heading, idle and four loaded panels.
 
 Every wait is bounded (benchmarks/appserver.py). Usage, from the repository root:
 ``python benchmarks/browser.py [--runs 3] [--json weights/browser.json]``.
@@ -38,7 +40,8 @@ PANELS = 4
 # all four panel images present and decoded
 PANELS_LOADED = ("() => { const images = [...document.querySelectorAll('[data-testid=stImage] img')];"
                  f" return images.length >= {PANELS} && images.every(i => i.complete && i.naturalWidth > 0); }}")
-STEPS = ("cold first view", "new patient", "next slice")
+STEPS = ("cold first view", "new patient, not prefetched", "new patient, prefetched", "next slice")
+READING_MS = 5_000   # how long the user looks at a patient before choosing its neighbour
 
 
 def settled(page: Any, heading: str, started: float) -> float:
@@ -55,25 +58,32 @@ def choose_patient(page: Any, patient: str) -> None:
     page.get_by_role("option", name=re.compile(rf"^{re.escape(patient)}\b")).click()
 
 
-def one_run(browser: Any, log: Path, samples: dict, patients: tuple[str, str]) -> dict[str, float]:
-    """The three measurements on a fresh server."""
-    first, other = patients
+def one_run(browser: Any, log: Path, samples: dict) -> dict[str, float]:
+    """The four measurements on a fresh server."""
+    names = sorted(samples)
+    first = gallery.first_patient(samples)
+    far = next(p for p in names if p not in [first, *gallery.neighbours(names, first)])
+    after = next(p for p in gallery.neighbours(names, far) if p != first)
     with appserver.serve(log) as server:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(appserver.STEP_MS)
+        times = {}
         started = time.perf_counter()
         page.goto(server.url)
-        cold = settled(page, heading(samples[first], gallery.telling_slice(samples[first])), started)
-        started = time.perf_counter()
-        choose_patient(page, other)
-        number = gallery.telling_slice(samples[other])
-        new_patient = settled(page, heading(samples[other], number), started)
+        times[STEPS[0]] = settled(page, heading(samples[first], gallery.telling_slice(samples[first])), started)
+        for step, patient in ((STEPS[1], far), (STEPS[2], after)):
+            if step == STEPS[2]:
+                page.wait_for_timeout(READING_MS)
+            started = time.perf_counter()
+            choose_patient(page, patient)
+            times[step] = settled(page, heading(samples[patient], gallery.telling_slice(samples[patient])), started)
+        number = gallery.telling_slice(samples[after])
         started = time.perf_counter()
         page.get_by_role("button", name="Next ▶").click()
-        next_slice = settled(page, heading(samples[other], number + 1), started)
+        times[STEPS[3]] = settled(page, heading(samples[after], number + 1), started)
         context.close()
-    return dict(zip(STEPS, (cold, new_patient, next_slice)))
+    return times
 
 
 def heading(records: list, number: int) -> str:
@@ -88,13 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     samples = by_patient(index_dataset(gallery.SAMPLES_DIR))
-    first = gallery.first_patient(samples)
-    other = next(p for p in sorted(samples) if p != first)
     runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as driver:
         browser = appserver.launch_chromium(driver)
         for run in range(args.runs):
-            runs.append(one_run(browser, Path(scratch) / f"server{run}.log", samples, (first, other)))
+            runs.append(one_run(browser, Path(scratch) / f"server{run}.log", samples))
             print(f"run {run + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in runs[-1].items()), flush=True)
         browser.close()
     medians = {step: statistics.median(r[step] for r in runs) for step in STEPS}
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"what": "seconds until the page shows the slice, has finished running and has drawn the four "
                            "panels (headless Chromium, benchmarks/browser.py)",
-                   "patients": {"first": first, "new": other}, "median_s": medians, "runs": runs,
+                   "reading_pause_s": READING_MS / 1000, "median_s": medians, "runs": runs,
                    "machine": machine(), "python": platform.python_version(), "streamlit": version("streamlit"),
                    "venv_in_repository": (ROOT / ".venv").is_dir()}
         Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")

@@ -62,6 +62,13 @@ def first_patient(patients: Mapping[str, Sequence[SliceRecord]]) -> str:
     return max(sorted(patients), key=lambda p: max(r.tumour_pixels for r in patients[p]))
 
 
+def neighbours(patients: Sequence[str], current: str) -> list[str]:
+    """The patients a user visits next from ``current`` in the sorted list: the next one, then the previous."""
+    ordered = sorted(patients)
+    at = ordered.index(current)
+    return [ordered[i] for i in (at + 1, at - 1) if 0 <= i < len(ordered) and i != at]
+
+
 def visible_slices(numbers: Sequence[int], tumour: Sequence[bool], tumour_only: bool) -> list[int]:
     """Slice numbers the volume view steps through (tumour slices only when asked and when there are any)."""
     with_tumour = [n for n, t in zip(numbers, tumour) if t]

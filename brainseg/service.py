@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -90,6 +91,29 @@ def patient_slices(folder: str, patient: str) -> PatientSlices:
     images = [read_slice(r.image_path) for r in records]
     truths = [read_mask(r.mask_path, shape=image.shape[:2]) for r, image in zip(records, images)]
     return PatientSlices([r.number for r in records], images, truths, predictor().predict_many(images))
+
+
+@st.cache_resource
+def _prefetcher() -> tuple[ThreadPoolExecutor, dict[tuple[str, str], Future]]:
+    """One background worker shared by all sessions, and its tasks by (folder, patient)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainseg-prefetch"), {}
+
+
+def prefetch(folder: str, patients: Sequence[str]) -> list[Future]:
+    """Predict these gallery patients in the background, one at a time, into :func:`patient_slices`'s cache,
+    so that visiting one next is a cache hit (a visit during its prediction waits for it, no second run).
+    Queued tasks for other patients that have not started are dropped: the latest view decides what is next."""
+    worker, tasks = _prefetcher()
+    for key, task in list(tasks.items()):
+        if key[1] not in patients and task.cancel():
+            del tasks[key]
+    futures = []
+    for patient in patients:
+        task = tasks.get((folder, patient))
+        if task is None or task.done():
+            task = tasks[folder, patient] = worker.submit(patient_slices, folder, patient)
+        futures.append(task)
+    return futures
 
 
 def volume_slices(scan: volume_io.Volume) -> PatientSlices:

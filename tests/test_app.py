@@ -203,6 +203,19 @@ def test_gallery_stepping_is_clamped_and_filtered(samples: dict) -> None:
     assert gallery.random_slice(tumour, tumour[0], random.Random(0)) in tumour[1:]
 
 
+def test_the_next_and_previous_patients_are_predicted_in_the_background(samples: dict) -> None:
+    names = sorted(samples)
+    assert gallery.neighbours(names, names[0]) == [names[1]]
+    assert gallery.neighbours(names, names[1]) == [names[2], names[0]]
+    assert gallery.neighbours(names, names[-1]) == [names[-2]]
+    folder = str(gallery.SAMPLES_DIR)
+    futures = service.prefetch(folder, gallery.neighbours(names, names[1]))
+    assert service.prefetch(folder, [names[2]])[0] is futures[0]      # a pending task is not queued twice
+    fetched = [future.result(timeout=300) for future in futures]
+    assert [len(f.numbers) for f in fetched] == [len(samples[names[2]]), len(samples[names[0]])]
+    assert all(len(f.predictions) == len(f.numbers) for f in fetched)
+
+
 def test_pair_uploads_by_kaggle_naming() -> None:
     pairs, left = service.pair_uploads([("a_1.tif", b"A"), ("a_1_mask.tif", b"M"), ("b_2.png", b"B")],
                                        [("c_mask.tif", b"C")])
