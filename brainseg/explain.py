@@ -204,15 +204,10 @@ class TtaPrediction:
 
 
 def segment_members(predictor: Predictor, batch: torch.Tensor, members: Sequence[Augmentation]) -> torch.Tensor:
-    """Segmenter probabilities ``MxBx256x256`` of a preprocessed batch under each member, mapped back."""
-    outputs = []
-    with torch.inference_mode(), predictor.autocast():
-        for member in members:
-            augmented = member.apply(batch)
-            if predictor.precision == "bf16":
-                augmented = augmented.contiguous(memory_format=torch.channels_last)
-            probability = torch.sigmoid(predictor.segmenter(augmented).float())[:, 0]
-            outputs.append(member.undo(probability))
+    """Segmenter probabilities ``MxBx256x256`` of a preprocessed batch under each member, mapped back; run by the
+    predictor's engine, like the plain prediction (OpenVINO on a CPU), one call per member at the batch's size."""
+    outputs = [member.undo(torch.from_numpy(predictor.engine.segment(member.apply(batch).contiguous())))
+               for member in members]
     return torch.stack(outputs) if outputs else batch.new_empty((0, batch.shape[0], *batch.shape[-2:]))
 
 
