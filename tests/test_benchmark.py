@@ -67,6 +67,8 @@ def test_quick_run_reports_every_row(tmp_path, capsys):
     assert flops["pipeline"] == pytest.approx(flops["classifier"] + flops["segmenter"])
     assert flops["reference U-Net"] > flops["segmenter"]
     assert result["peaks"]["fp32"] > 0 and result["peaks"]["bf16"] > 0
+    assert all(result["peaks"][p] == max(kernels.values()) and set(kernels) == {"torch", "openvino"}
+               for p, kernels in result["peaks_by_kernel"].items())
     extras = {row["step"]: row for row in result["extras"]}
     assert set(extras) == {"pipeline", "input check", "LayerCAM heat map", "flip TTA (4 members)"}
     assert extras["pipeline"]["added_ms"] == 0 and all(row["p50_ms"] > 0 for row in extras.values())
