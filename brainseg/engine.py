@@ -200,6 +200,7 @@ class OpenVinoEngine:
             folder = cache / "openvino" / f"{kind}-{cache_key(digests[kind], ov.__version__)}"
             compiled[kind] = core.compile_model(cached_model(core, build, folder), "CPU", config)
         self.segmenter, self.classifier = compiled["segmenter"], compiled["classifier"]
+        self.classifier_size = self.classifier.input(0).get_partial_shape()[2].get_length()  # backbone input_size
         ran = str(self.segmenter.get_property("INFERENCE_PRECISION_HINT"))
         self.choice = Choice("openvino", "bf16" if "bf16" in ran or "bfloat16" in ran else "fp32")
 
@@ -214,6 +215,5 @@ class OpenVinoEngine:
         return torch.sigmoid(torch.from_numpy(logits))[:, 0].numpy()
 
     def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        size = self.classifier.input(0).get_partial_shape()[2].get_length()   # the backbone's input_size
-        features, logits = self._run(self.classifier, resize_square(batch, size))
+        features, logits = self._run(self.classifier, resize_square(batch, self.classifier_size))
         return features, logits
