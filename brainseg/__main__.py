@@ -11,6 +11,7 @@ COMMANDS = {  # name: (module, help)
     "train": ("brainseg.train", "train the segmenter or the classifier"),
     "evaluate": ("brainseg.evaluate", "metrics of the shipped weights on a kaggle_3m folder"),
     "crossval": ("brainseg.crossval", "out-of-fold figures of the fold members over the development patients"),
+    "ensemble": ("brainseg.ensemble", "the fold members together on patients none of them trained on"),
     "tune": ("brainseg.tune", "choose the pipeline's thresholds on the validation patients"),
     "samples": ("brainseg.samples", "bundle test-split patients into samples/"),
     "predict": ("brainseg.predict", "masks, overlays and a CSV for slice files and volumes, with the input check"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -97,14 +97,19 @@ def figures(probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray],
             "per_patient_volume_dice": dices}
 
 
+def patient_volumes(records: Sequence[SliceRecord], desc: str) -> Iterator[tuple[str, list[np.ndarray], np.ndarray]]:
+    """Each patient's slices (in order) and true masks ``DxHxW``, one patient at a time, with a progress bar."""
+    for patient, rows in tqdm(by_patient(records).items(), desc=desc, unit="patient"):
+        images = [read_slice(r.image_path) for r in rows]
+        yield patient, images, np.stack([read_mask(r.mask_path, shape=i.shape[:2]) for r, i in zip(rows, images)])
+
+
 def predict_patients(model: torch.nn.Module, records: Sequence[SliceRecord], desc: str
                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Probabilities and true masks (``DxHxW``) per patient, slices in order."""
     probabilities, truths = {}, {}
-    for patient, rows in tqdm(by_patient(records).items(), desc=desc, unit="patient"):
-        images = [read_slice(r.image_path) for r in rows]
-        probabilities[patient] = segmenter_probabilities(model, images)
-        truths[patient] = np.stack([read_mask(r.mask_path, shape=i.shape[:2]) for r, i in zip(rows, images)])
+    for patient, images, truth in patient_volumes(records, desc):
+        probabilities[patient], truths[patient] = segmenter_probabilities(model, images), truth
     return probabilities, truths
 
 

@@ -9,8 +9,9 @@
   the f32 engine was 0.025 off torch fp32) is kept in a cache folder named by the weights' SHA-256, the
   OpenVINO version and the model code; later loads read it back (about 0.5 s) after checking its SHA-256.
 
-Every engine answers with the same float32 arrays: segmenter probabilities ``Bx256x256``, classifier pooled
-features ``BxD`` and logits ``Bx2``.
+Every engine answers with the same float32 arrays: segmenter probabilities ``BxMx256x256`` (one channel per
+member of an :class:`brainseg.models.Ensemble`, ``M = 1`` for one ResUNet), classifier pooled features ``BxD`` and
+logits ``Bx2``.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class Engine(Protocol):
     choice: Choice
 
     def segment(self, batch: torch.Tensor) -> np.ndarray:
-        """Segmenter probabilities ``Bx256x256``."""
+        """Segmenter probabilities ``BxMx256x256``, one channel per member."""
 
     def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Classifier pooled features ``BxD`` and logits ``Bx2``, from one call."""
@@ -96,7 +97,7 @@ class TorchEngine:
     def segment(self, batch: torch.Tensor) -> np.ndarray:
         with self.autocast():
             logits = self.segmenter(batch)
-        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        return torch.sigmoid(logits.float()).cpu().numpy()
 
     @torch.inference_mode()
     def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +213,7 @@ class OpenVinoEngine:
 
     def segment(self, batch: torch.Tensor) -> np.ndarray:
         logits, = self._run(self.segmenter, batch)
-        return torch.sigmoid(torch.from_numpy(logits))[:, 0].numpy()
+        return torch.sigmoid(torch.from_numpy(logits)).numpy()
 
     def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         features, logits = self._run(self.classifier, resize_square(batch, self.classifier_size))

@@ -204,9 +204,10 @@ class TtaPrediction:
 
 
 def segment_members(predictor: Predictor, batch: torch.Tensor, members: Sequence[Augmentation]) -> torch.Tensor:
-    """Segmenter probabilities ``MxBx256x256`` of a preprocessed batch under each member, mapped back; run by the
-    predictor's engine, like the plain prediction (OpenVINO on a CPU), one call per member at the batch's size."""
-    outputs = [member.undo(torch.from_numpy(predictor.engine.segment(member.apply(batch).contiguous())))
+    """Segmenter probabilities ``MxBx256x256`` of a preprocessed batch under each member, mapped back (an ensemble's
+    mean, like the plain prediction); run by the predictor's engine (OpenVINO on a CPU), one call per member at the
+    batch's size."""
+    outputs = [member.undo(torch.from_numpy(predictor.engine.segment(member.apply(batch).contiguous()).mean(axis=1)))
                for member in members]
     return torch.stack(outputs) if outputs else batch.new_empty((0, batch.shape[0], *batch.shape[-2:]))
 

@@ -4,6 +4,10 @@ The engine (:func:`brainseg.engine.choose`) is OpenVINO on a CPU (bf16 where the
 not) and torch with bf16 autocast on a GPU; ``precision="fp32"`` gives the plain eager torch reference. The torch
 modules stay on the Predictor, loaded when first needed, for what needs gradients or their layers (LayerCAM,
 flip TTA in ``explain``).
+
+The segmenter is one ResUNet or an :class:`brainseg.models.Ensemble` of several (the cross-validation members
+listed in ``weights/ensemble.json``, or ``segmenters=``): its probability is the members' mean and their standard
+deviation per pixel the prediction's ``spread``.
 """
 from __future__ import annotations
 
@@ -21,12 +25,12 @@ from skimage.morphology import remove_small_objects
 from brainseg.checks import InputCheck, assess, load_calibration
 from brainseg.engine import Engine, OpenVinoEngine, TorchEngine, choose, cpu_has_bf16
 from brainseg.preprocess import preprocess, restore_size
-from brainseg.weights import WEIGHTS_DIR, load_model, verify
+from brainseg.models import Ensemble
+from brainseg.weights import WEIGHTS_DIR, combined_digest, load_model, segmenter_files, verify
 
 DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
 DEFAULT_MIN_AREA = 0
-MODEL_KINDS = ("segmenter", "classifier")
 BATCH_SIZE = 16
 
 
@@ -37,6 +41,7 @@ class Prediction:
     probability: np.ndarray      # HxW float32: segmenter's tumour probability per pixel
     tumour_probability: float    # classifier's probability that the slice shows tumour
     check: InputCheck | None = None  # is the slice like the training data? None without a shipped calibration
+    spread: np.ndarray | None = None  # HxW float32: the ensemble members' standard deviation; None for one model
 
     def mask(self, threshold: float = DEFAULT_SEG_THRESHOLD, gate: float = DEFAULT_GATE,
              min_area: int = DEFAULT_MIN_AREA) -> np.ndarray:
@@ -79,15 +84,18 @@ class Predictor:
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str | torch.device | None = None,
                  precision: str = "auto", check: bool = True, engine: str = "auto",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, segmenters: Sequence[str | Path] | None = None) -> None:
         """``engine``/``precision``: see :func:`brainseg.engine.choose`; ``cache_dir``: where OpenVINO keeps
-        converted models (default :func:`brainseg.engine.cache_root`)."""
+        converted models (default :func:`brainseg.engine.cache_root`); ``segmenters``: the segmenter's weights
+        files (several: their ensemble), by default :func:`brainseg.weights.segmenter_files` of ``weights_dir``."""
         self.weights_dir = Path(weights_dir)
+        self.segmenter_files = [Path(f) for f in segmenters] if segmenters else segmenter_files(self.weights_dir)
         self.device = torch.device(device) if device else default_device()
         self.choice = choose(self.device.type, engine, precision, cpu_has_bf16())
         self._modules: dict[str, nn.Module] = {}
         self._loading = threading.Lock()
-        digests = {kind: verify(self.weights_dir / f"{kind}.safetensors") for kind in MODEL_KINDS}
+        digests = {"segmenter": combined_digest([verify(f) for f in self.segmenter_files]),
+                   "classifier": verify(self.weights_dir / "classifier.safetensors")}
         self.input_check = load_calibration(self.weights_dir) if check else None
         self.engine: Engine
         if self.choice.engine == "openvino":
@@ -98,10 +106,16 @@ class Predictor:
         self.precision = self.engine.choice.precision
 
     def module(self, kind: str) -> nn.Module:
-        """The torch ``"segmenter"`` or ``"classifier"`` in eval mode, loaded (and its file checked) on first use."""
+        """The torch ``"segmenter"`` (a ResUNet, or the :class:`Ensemble` of several) or ``"classifier"`` in eval
+        mode, loaded (and its files checked) on first use."""
         with self._loading:
             if kind not in self._modules:
-                model, _ = load_model(self.weights_dir / f"{kind}.safetensors", self.device)
+                if kind == "classifier":
+                    model, _ = load_model(self.weights_dir / "classifier.safetensors", self.device)
+                elif len(self.segmenter_files) == 1:
+                    model, _ = load_model(self.segmenter_files[0], self.device)
+                else:
+                    model = Ensemble([load_model(f, self.device)[0] for f in self.segmenter_files]).eval()
                 self._modules[kind] = (model.to(memory_format=torch.channels_last)
                                        if self.choice.precision == "bf16" else model)
             return self._modules[kind]
@@ -127,15 +141,17 @@ class Predictor:
         """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one call of the engine."""
         return self.engine.classify(batch)
 
+    @property
+    def members(self) -> int:
+        """How many segmenters are averaged (1: a single model)."""
+        return len(self.segmenter_files)
+
     def outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Segmenter probabilities ``Bx256x256``, tumour probabilities ``B`` and classifier features ``BxD``."""
+        """Segmenter member probabilities ``BxMx256x256``, tumour probabilities ``B``, classifier features ``BxD``."""
         seg = self.engine.segment(batch)
         features, cls_logits = self.engine.classify(batch)
         cls = torch.softmax(torch.from_numpy(cls_logits), dim=1)[:, 1].numpy()
         return seg, cls, features
-    def probabilities(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Segmenter probabilities ``Bx256x256`` and classifier tumour probabilities ``B`` of a batch."""
-        return self.outputs(batch)[:2]
 
     def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> list[Prediction]:
         """Predictions for many slices, in batches of :func:`batch_sizes`; each mapped back to its slice's size."""
@@ -143,9 +159,11 @@ class Predictor:
         for size in batch_sizes(len(images_u8), batch_size):
             chunk, start = images_u8[start:start + size], start + size
             seg, cls, features = self.outputs(self.tensors(chunk))
-            for image, probability, tumour, row in zip(chunk, seg, cls, features):
+            for image, members, tumour, row in zip(chunk, seg, cls, features):
                 check = assess(image, row, self.input_check) if self.input_check else None
-                predictions.append(Prediction(restore_size(probability, image.shape[:2]), float(tumour), check))
+                spread = restore_size(members.std(axis=0), image.shape[:2]) if len(members) > 1 else None
+                predictions.append(Prediction(restore_size(members.mean(axis=0), image.shape[:2]), float(tumour),
+                                              check, spread))
         return predictions
 
     def predict(self, image_u8: np.ndarray) -> Prediction:

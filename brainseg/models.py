@@ -56,6 +56,18 @@ class ResUNet(nn.Module):
         return self.head(x)
 
 
+class Ensemble(nn.Module):
+    """Several segmenters run side by side: logits ``BxMxHxW``, one channel per member (``M`` members), so that an
+    engine converts and runs them as one graph and a single ``ResUNet`` (``Bx1xHxW``) is the case ``M = 1``."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(x) for member in self.members], dim=1)
+
+
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
     """``x`` (``BxCxHxW``) resized to ``size x size`` the way the classifier's backbone was trained (bilinear,
     antialiased); unchanged when it is that size already."""

@@ -19,6 +19,7 @@ from brainseg.models import build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKSUMS = "SHA256SUMS"
+ENSEMBLE = "ensemble.json"   # when present: the segmenter is the mean of the members it lists
 
 
 def save_weights(model: nn.Module, path: str | Path, kind: str, settings: dict, half: bool = True) -> None:
@@ -65,6 +66,26 @@ def verify(path: Path) -> str:
     if expected is not None and actual != expected:
         raise BrainsegError(f"{path}: SHA-256 does not match {CHECKSUMS}; the weights file is damaged or replaced")
     return actual
+
+
+def segmenter_files(weights_dir: Path) -> list[Path]:
+    """The segmenter's weights files: the members listed in ``weights_dir/ensemble.json`` (``{"members": [paths
+    relative to weights_dir]}``) when an ensemble ships, else ``segmenter.safetensors`` alone."""
+    listing = Path(weights_dir) / ENSEMBLE
+    if not listing.is_file():
+        return [Path(weights_dir) / "segmenter.safetensors"]
+    try:
+        members = json.loads(listing.read_text())["members"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BrainsegError(f"{listing}: expected {{\"members\": [weights files]}} ({err})") from None
+    if not members or not all(isinstance(m, str) for m in members):
+        raise BrainsegError(f"{listing}: 'members' must be a non-empty list of weights file names")
+    return [Path(weights_dir) / member for member in members]
+
+
+def combined_digest(digests: list[str]) -> str:
+    """One SHA-256 for several weights files in order; a single file keeps its own."""
+    return digests[0] if len(digests) == 1 else hashlib.sha256("\0".join(digests).encode()).hexdigest()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -16,6 +16,7 @@ from brainseg.evaluate import Evaluated
 from brainseg.inference import Prediction, Predictor
 from brainseg.samples import SAMPLES_DIR
 from brainseg.service import device_label
+from brainseg.weights import WEIGHTS_DIR
 from brainseg.tune import choose_gate, largest_region
 
 
@@ -60,6 +61,25 @@ def test_openvino_fp32_is_the_torch_reference(slices) -> None:
         assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(theirs).max())
     for a, b in zip(converted.predict_many(slices), reference.predict_many(slices)):
         assert a.check.verdict == b.check.verdict
+
+
+ENSEMBLE = [WEIGHTS_DIR / "segmenter.safetensors", WEIGHTS_DIR / "folds" / "fold0.safetensors"]
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "openvino"])
+def test_an_ensemble_predicts_its_members_mean_with_their_spread(tmp_path, slices, engine_name) -> None:
+    """Two real segmenters side by side in one graph: the mean of what each predicts alone, their standard
+    deviation as the spread, the classifier untouched."""
+    alone = [Predictor(device="cpu", precision="fp32", segmenters=[member]).predict_many(slices)
+             for member in ENSEMBLE]
+    joint = Predictor(device="cpu", engine=engine_name, precision="fp32", cache_dir=tmp_path,
+                      segmenters=ENSEMBLE).predict_many(slices)
+    assert all(p.spread is None for p in alone[0])
+    for first, second, both in zip(*alone, joint):
+        np.testing.assert_allclose(both.probability, (first.probability + second.probability) / 2, atol=1e-3)
+        np.testing.assert_allclose(both.spread, np.abs(first.probability - second.probability) / 2, atol=1e-3)
+        assert both.tumour_probability == pytest.approx(first.tumour_probability, abs=1e-4)
+    assert max(p.spread.max() for p in joint) > 0.1   # the two members really differ somewhere
 
 
 def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, slices) -> None:

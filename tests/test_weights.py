@@ -12,7 +12,7 @@ from brainseg.__main__ import main
 from brainseg.checksums import check_checksums, write_checksums
 from brainseg.errors import BrainsegError
 from brainseg.inference import Predictor
-from brainseg.weights import CHECKSUMS, WEIGHTS_DIR, load_model, read_checksums
+from brainseg.weights import CHECKSUMS, ENSEMBLE, WEIGHTS_DIR, load_model, read_checksums, segmenter_files
 
 PACKAGE = Path(__file__).resolve().parent.parent / "brainseg"
 
@@ -100,3 +100,18 @@ def test_checksums_command_writes_and_checks(weights_copy: Path, capsys):
     (weights_copy / "classifier.safetensors").write_bytes(b"not the weights")
     assert main(["checksums", "--check", "--dir", str(weights_copy)]) == 2
     assert "classifier.safetensors: SHA-256 does not match" in capsys.readouterr().err
+
+
+def test_an_ensemble_listing_names_the_segmenters(weights_copy: Path):
+    assert segmenter_files(weights_copy) == [weights_copy / "segmenter.safetensors"]
+    shutil.copy(WEIGHTS_DIR / "folds" / "fold0.safetensors", weights_copy / "fold0.safetensors")
+    (weights_copy / ENSEMBLE).write_text('{"members": ["segmenter.safetensors", "fold0.safetensors"]}')
+    assert Predictor(weights_copy, device="cpu", precision="fp32").members == 2
+
+
+@pytest.mark.parametrize("listing, message", [("{", "expected"), ('{"members": []}', "non-empty"),
+                                              ('{"members": ["missing.safetensors"]}', "not found")])
+def test_a_broken_ensemble_listing_is_refused(weights_copy: Path, listing: str, message: str):
+    (weights_copy / ENSEMBLE).write_text(listing)
+    with pytest.raises(BrainsegError, match=message):
+        Predictor(weights_copy, device="cpu", precision="fp32")
