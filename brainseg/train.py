@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--patience", type=int, default=10, help="early stop after this many epochs without a better validation metric")
+    parser.add_argument("--validate-every", type=int, default=1,
+                        help="validate (and keep the best weights) every N epochs and after the last; the others save "
+                             "the last weights only (validation is ~1/4 of a crop epoch on a CPU)")
     parser.add_argument("--crop", type=int, default=0, help="random crop side for training (multiple of 16; 0 = whole slice)")
     parser.add_argument("--negatives", type=float, default=None,
                         help="tumour-free slices per tumour slice in each epoch (default: 0.5 segmenter, all classifier)")
@@ -255,15 +258,16 @@ def run(args: argparse.Namespace) -> Path:
             scores.append(score)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", metric=f"{np.mean(scores[-20:]):.3f}", lr=f"{lr:.2e}")
         kept = averaged.module if averaged is not None else model   # the weights that are validated and saved
-        result = validate(args.kind, kept, val_set, device, bf16)
+        validated = (epoch + 1) % args.validate_every == 0 or epoch + 1 == args.epochs
+        result = validate(args.kind, kept, val_set, device, bf16) if validated else {}
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "train_metric": float(np.mean(scores)),
                  "lr": lr, "seconds": round(time.time() - tick, 1), **result}
         history.append(entry)
-        improved = entry[monitor] > best
+        improved = validated and entry[monitor] > best
         if improved:
             best, stale = entry[monitor], 0
-        else:
-            stale += 1
+        elif validated:
+            stale += args.validate_every
         if main:
             print(json.dumps(entry), flush=True)
             if improved:

@@ -117,13 +117,15 @@ def test_segmenter_fold_holds_out_its_patients_and_records_the_folds(tiny_data: 
     folded = tmp_path / "split.json"
     folded.write_text(split.read_text())
     out = tmp_path / "fold1"
-    run_brainseg(common_arguments("segmenter", data, folded, out, epochs=1)
-                 + ["--crop", "64", "--folds", "3", "--fold", "1"])
+    run_brainseg(common_arguments("segmenter", data, folded, out, epochs=3)
+                 + ["--crop", "64", "--folds", "3", "--fold", "1", "--validate-every", "2"])
     folds = load_folds(folded)
     assert folds is not None and sorted(sum(folds, [])) == sorted(TRAIN + VAL)   # written to the split file
     used = json.loads((out / "split.json").read_text())
     assert used["val"] == folds[1] and sorted(used["train"] + used["val"]) == sorted(TRAIN + VAL)
-    assert read_history(out)["epochs"][0]["epoch"] == 1
+    epochs = read_history(out)["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert ["volume_dice" in e for e in epochs] == [False, True, True]   # every 2nd epoch and the last
 
 
 def test_ema_warm_up_follows_the_model_early_and_reaches_the_set_decay() -> None:
