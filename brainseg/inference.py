@@ -15,7 +15,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -94,6 +94,8 @@ class Predictor:
         self.choice = choose(self.device.type, engine, precision, cpu_has_bf16())
         self._modules: dict[str, nn.Module] = {}
         self._loading = threading.Lock()
+        self._foreground = threading.Condition()   # guards the count of foreground predict_many calls running
+        self._foreground_calls = 0
         digests = {"segmenter": combined_digest([verify(f) for f in self.segmenter_files]),
                    "classifier": verify(self.weights_dir / "classifier.safetensors")}
         self.input_check = load_calibration(self.weights_dir) if check else None
@@ -153,10 +155,32 @@ class Predictor:
         cls = torch.softmax(torch.from_numpy(cls_logits), dim=1)[:, 1].numpy()
         return seg, cls, features
 
-    def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> list[Prediction]:
-        """Predictions for many slices, in batches of :func:`batch_sizes`; each mapped back to its slice's size."""
+    def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE,
+                     background: bool = False) -> list[Prediction]:
+        """Predictions for many slices, in batches of :func:`batch_sizes`; each mapped back to its slice's size.
+
+        ``background``: yield to the others: each batch waits until no foreground call is running (the gallery's
+        prefetch, so that what a user asked for gets the CPU's cores to itself)."""
+        if background:
+            return self._predict_batches(images_u8, batch_size, self._after_foreground)
+        with self._foreground:
+            self._foreground_calls += 1
+        try:
+            return self._predict_batches(images_u8, batch_size, lambda: None)
+        finally:
+            with self._foreground:
+                self._foreground_calls -= 1
+                self._foreground.notify_all()
+
+    def _after_foreground(self) -> None:
+        with self._foreground:
+            self._foreground.wait_for(lambda: self._foreground_calls == 0)
+
+    def _predict_batches(self, images_u8: Sequence[np.ndarray], batch_size: int,
+                         before_batch: Callable[[], None]) -> list[Prediction]:
         predictions, start = [], 0
         for size in batch_sizes(len(images_u8), batch_size):
+            before_batch()
             chunk, start = images_u8[start:start + size], start + size
             seg, cls, features = self.outputs(self.tensors(chunk))
             for image, members, tumour, row in zip(chunk, seg, cls, features):

@@ -85,12 +85,14 @@ class PatientSlices:
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Predicting every slice of this patient…")
-def patient_slices(folder: str, patient: str) -> PatientSlices:
-    """Read and predict all slices of ``folder/patient`` (cached per patient, at most 8 patients for an hour)."""
+def patient_slices(folder: str, patient: str, _background: bool = False) -> PatientSlices:
+    """Read and predict all slices of ``folder/patient`` (cached per patient, at most 8 patients for an hour);
+    ``_background`` (not part of the cache key): predict only while no visitor's own prediction runs."""
     records = index_patient(Path(folder) / patient)
     images = [read_slice(r.image_path) for r in records]
     truths = [read_mask(r.mask_path, shape=image.shape[:2]) for r, image in zip(records, images)]
-    return PatientSlices([r.number for r in records], images, truths, predictor().predict_many(images))
+    return PatientSlices([r.number for r in records], images, truths,
+                         predictor().predict_many(images, background=_background))
 
 
 @st.cache_resource
@@ -111,7 +113,7 @@ def prefetch(folder: str, patients: Sequence[str]) -> list[Future]:
     for patient in patients:
         task = tasks.get((folder, patient))
         if task is None or task.done():
-            task = tasks[folder, patient] = worker.submit(patient_slices, folder, patient)
+            task = tasks[folder, patient] = worker.submit(patient_slices, folder, patient, _background=True)
         futures.append(task)
     return futures
 

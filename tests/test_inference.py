@@ -82,6 +82,32 @@ def test_an_ensemble_predicts_its_members_mean_with_their_spread(tmp_path, slice
     assert max(p.spread.max() for p in joint) > 0.1   # the two members really differ somewhere
 
 
+def test_a_background_prediction_waits_for_a_foreground_one(slices) -> None:
+    """The gallery's prefetch (background) yields: started just after a three-batch foreground call, a one-batch
+    background call finishes after it, and predicts the same as when it runs alone."""
+    import threading
+    import time
+    predictor = Predictor(device="cpu")
+    alone = predictor.predict_many(slices * 2, background=True)
+    finished: dict[str, float] = {}
+
+    def call(name: str, images: list[np.ndarray], background: bool) -> None:
+        results[name] = predictor.predict_many(images, batch_size=len(slices), background=background)
+        finished[name] = time.perf_counter()
+
+    results: dict[str, list[Prediction]] = {}
+    foreground = threading.Thread(target=call, args=("foreground", slices * 6, False))
+    background = threading.Thread(target=call, args=("background", slices * 2, True))
+    foreground.start()
+    time.sleep(0.05)
+    background.start()
+    foreground.join()
+    background.join()
+    assert finished["foreground"] < finished["background"]
+    for ours, theirs in zip(results["background"], alone):
+        np.testing.assert_allclose(ours.probability, theirs.probability, atol=1e-6)
+
+
 def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, slices) -> None:
     import openvino as ov
     reference = Predictor(device="cpu", precision="fp32")
