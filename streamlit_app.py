@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from brainseg import explain, gallery, memory, service, viz, volume, volume_io
+from brainseg import gallery, memory, service, viz, volume, volume_io
 from brainseg.data import KAGGLE_HINT, SliceRecord, load_split
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, pipeline_settings
@@ -165,7 +165,7 @@ def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Predi
     if st.session_state.heat_map:
         heat = service.heat_map(image_key, image_u8)
         extra.insert(0, viz.Panel("Why: where the classifier saw tumour (LayerCAM)",
-                                  explain.cam_overlay(viz.display_image(image_u8, st.session_state.view), heat)))
+                                  viz.cam_overlay(viz.display_image(image_u8, st.session_state.view), heat)))
     if prediction.check is not None and prediction.check.flagged:
         st.warning(service.check_caution(prediction.check), icon=":material/warning:")
     mask = prediction.mask(settings.threshold, settings.gate, settings.min_area)

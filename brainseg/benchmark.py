@@ -216,13 +216,14 @@ def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
              "reference U-Net": count_flops(ReferenceUNet().eval(), probe)}
     flops["pipeline"] = flops["classifier"] + flops["segmenter"]
     for variant, predictor in predictors.items():
-        tensor_1, tensor_n = predictor.tensors(single), predictor.tensors(batch)
+        array_1, array_n = predictor.batch(single), predictor.batch(batch)
         engine = predictor.engine
-        calls_1["classifier", variant] = lambda e=engine, t=tensor_1: e.classify(t)
-        calls_n["classifier", variant] = lambda e=engine, t=tensor_n: e.classify(t)
-        calls_1["segmenter", variant] = lambda e=engine, t=tensor_1: e.segment(t)
-        calls_n["segmenter", variant] = lambda e=engine, t=tensor_n: e.segment(t)
+        calls_1["classifier", variant] = lambda e=engine, a=array_1: e.classify(a)
+        calls_n["classifier", variant] = lambda e=engine, a=array_n: e.classify(a)
+        calls_1["segmenter", variant] = lambda e=engine, a=array_1: e.segment(a)
+        calls_n["segmenter", variant] = lambda e=engine, a=array_n: e.segment(a)
         if engine.choice.engine == "torch":
+            tensor_1, tensor_n = predictor.tensors(single), predictor.tensors(batch)
             model = _reference_model(predictor.precision == "bf16")
             calls_1["reference U-Net", variant] = _forward(model, tensor_1, predictor.autocast)
             calls_n["reference U-Net", variant] = _forward(model, tensor_n, predictor.autocast)
@@ -250,7 +251,7 @@ def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: 
     ``added_ms`` is the cost on top of a plain prediction: the input check runs inside every prediction
     (its figure is its share), the heat map runs after it, and flip-TTA replaces it (TTA minus the pipeline).
     """
-    features, _ = predictor.classifier_outputs(predictor.tensors([image]))
+    features, _ = predictor.classifier_outputs(predictor.batch([image]))
     calls = {
         "pipeline": lambda: predictor.predict(image),
         "input check": lambda: assess(image, features[0], predictor.input_check),

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from brainseg.data import SliceRecord, index_dataset, load_split, select
+from brainseg.engine import softmax
 from brainseg.errors import BrainsegError
 from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
@@ -68,7 +68,7 @@ class Calibration:
     low: dict[str, float]            # accepted range of each intensity statistic
     high: dict[str, float]
     distance_threshold: float        # k-NN cosine distance above which a slice is unlike the data
-    train_features: torch.Tensor     # NxD float32, unit rows: the training-split neighbours
+    train_features: np.ndarray       # NxD float32, unit rows: the training-split neighbours
     classifier_sha256: str
     content: ContentModel | None = None   # learned against negatives (brainseg.negatives); None in old calibrations
 
@@ -79,20 +79,20 @@ class ContentModel:
 
     families: tuple[str, ...]        # class names after "lgg", keys of brainseg.negatives.FAMILIES
     reasons: tuple[str, ...]         # the reason in words for each family
-    pca_mean: torch.Tensor           # D: classifier features are centred and projected ...
-    pca_components: torch.Tensor     # KxD: ... on the training slices' principal components
-    thumbnail_mean: torch.Tensor     # 768: 16x16x3 thumbnails likewise
-    thumbnail_components: torch.Tensor  # Kx768
-    feature_mean: torch.Tensor       # F: content features standardised ...
-    feature_std: torch.Tensor        # F
-    weights: torch.Tensor            # CxF
-    bias: torch.Tensor               # C
+    pca_mean: np.ndarray             # D float32: classifier features are centred and projected ...
+    pca_components: np.ndarray       # KxD: ... on the training slices' principal components
+    thumbnail_mean: np.ndarray       # 768: 16x16x3 thumbnails likewise
+    thumbnail_components: np.ndarray  # Kx768
+    feature_mean: np.ndarray         # F: content features standardised ...
+    feature_std: np.ndarray          # F
+    weights: np.ndarray              # CxF
+    bias: np.ndarray                 # C
     threshold: float                 # probability of "not LGG" above which a slice is flagged (validation)
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """``BxC`` class probabilities of ``BxF`` content-feature rows."""
-        x = (torch.as_tensor(np.asarray(rows, np.float32)) - self.feature_mean) / self.feature_std
-        return torch.softmax(x @ self.weights.T + self.bias, dim=1).numpy()
+        x = (np.asarray(rows, np.float32) - self.feature_mean) / self.feature_std
+        return softmax(x @ self.weights.T + self.bias)
 
 
 @dataclass(frozen=True)
@@ -154,28 +154,34 @@ def thumbnail(image_u8: np.ndarray | BrainPixels) -> np.ndarray:
     return (np.asarray(small, np.float32) / 255.0).reshape(-1)
 
 
-def principal_components(rows: np.ndarray, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and the first ``count`` principal directions (``count x D``) of ``NxD`` rows."""
+def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the first ``count`` principal directions (``count x D``) of ``NxD`` rows (calibration only)."""
+    import torch
     x = torch.as_tensor(np.asarray(rows, np.float32))
     mean = x.mean(0)
     _, _, vectors = torch.linalg.svd(x - mean, full_matrices=False)
-    return mean.contiguous(), vectors[:count].contiguous()
+    return mean.numpy(), np.ascontiguousarray(vectors[:count].numpy())
 
 
 def content_features(image_u8: np.ndarray | BrainPixels, features: np.ndarray, model: ContentModel) -> np.ndarray:
     """Pixel features, the thumbnail and the classifier's pooled features, each projected on the training slices'
     principal components."""
-    projected = (torch.as_tensor(np.asarray(features, np.float32)) - model.pca_mean) @ model.pca_components.T
-    layout = (torch.from_numpy(thumbnail(image_u8)) - model.thumbnail_mean) @ model.thumbnail_components.T
-    return np.concatenate([pixel_features(image_u8), projected.numpy(), layout.numpy()])
+    projected = (np.asarray(features, np.float32) - model.pca_mean) @ model.pca_components.T
+    layout = (thumbnail(image_u8) - model.thumbnail_mean) @ model.thumbnail_components.T
+    return np.concatenate([pixel_features(image_u8), projected, layout])
 
 
-def feature_distance(features: np.ndarray | torch.Tensor, train_features: torch.Tensor) -> np.ndarray:
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """``NxD`` float32 rows scaled to length 1 (rows of zeros stay zero)."""
+    rows = np.asarray(rows, np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def feature_distance(features: np.ndarray, train_features: np.ndarray) -> np.ndarray:
     """``B``: cosine distance of each ``BxD`` feature row to its ``NEIGHBOURS``-th nearest training row."""
-    rows = torch.nn.functional.normalize(torch.as_tensor(np.asarray(features, np.float32)), dim=1)
-    similarity = rows @ train_features.T
+    similarity = unit_rows(features) @ train_features.T
     k = min(NEIGHBOURS, train_features.shape[0])
-    return (1.0 - similarity.topk(k, dim=1).values[:, -1]).numpy()
+    return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
 
 
 def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -> list[str]:
@@ -243,7 +249,8 @@ def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | Non
                                tensors["feature_std"], tensors["weights"], tensors["bias"],
                                float(payload["content_threshold"])) if "content_families" in payload else None
         calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
-                                  tensors["train_features"].float(), payload["classifier_sha256"], content)
+                                  tensors["train_features"].astype(np.float32), payload["classifier_sha256"],
+                                  content)
     except (OSError, ValueError, KeyError) as err:
         raise BrainsegError(f"{json_path}: not a readable input-check calibration ({err}); "
                             "rerun python -m brainseg calibrate --data DIR") from None
@@ -258,7 +265,7 @@ def classifier_features(predictor: Predictor, images_u8: Sequence[np.ndarray], b
     """``NxD`` pooled classifier features of many slices, as the Predictor computes them."""
     chunks = []
     for start in tqdm(range(0, len(images_u8), batch_size), desc=desc, unit="batch"):
-        features, _ = predictor.classifier_outputs(predictor.tensors(images_u8[start:start + batch_size]))
+        features, _ = predictor.classifier_outputs(predictor.batch(images_u8[start:start + batch_size]))
         chunks.append(features)
     return np.concatenate(chunks)
 
@@ -277,8 +284,10 @@ PCA_COMPONENTS = 24
 L2 = 1e-2
 
 
-def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = L2) -> tuple[torch.Tensor, ...]:
-    """Standardisation and a class-balanced, L2-regularised softmax regression (L-BFGS) on ``NxF`` rows."""
+def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = L2) -> tuple[np.ndarray, ...]:
+    """Standardisation and a class-balanced, L2-regularised softmax regression (L-BFGS) on ``NxF`` rows: mean,
+    std, weights ``CxF`` and bias ``C`` (calibration only)."""
+    import torch
     x = torch.as_tensor(rows, dtype=torch.float32)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-4)
     x = (x - mean) / std
@@ -295,13 +304,13 @@ def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = 
         loss.backward()
         return loss
     optimiser.step(closure)
-    return mean, std, weights.detach(), bias.detach()
+    return tuple(np.ascontiguousarray(t.detach().numpy()) for t in (mean, std, weights, bias))
 
 
-def _not_lgg(model: tuple[torch.Tensor, ...], rows: np.ndarray) -> np.ndarray:
+def _not_lgg(model: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
     mean, std, weights, bias = model
-    x = (torch.as_tensor(rows, dtype=torch.float32) - mean) / std
-    return 1.0 - torch.softmax(x @ weights.T + bias, dim=1)[:, 0].numpy()
+    x = (np.asarray(rows, np.float32) - mean) / std
+    return 1.0 - softmax(x @ weights.T + bias)[:, 0]
 
 
 def fit_content(rows: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, classes: int) -> tuple[tuple, float]:
@@ -338,7 +347,7 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     margin = _smallest_margin(val_stats, low, high)
     low, high = np.clip(low - margin * (high - low), 0, 1), np.clip(high + margin * (high - low), 0, 1)
     train_raw = classifier_features(predictor, train_images, desc="train")
-    neighbours = torch.nn.functional.normalize(torch.from_numpy(train_raw), dim=1)
+    neighbours = unit_rows(train_raw)
     val_raw = classifier_features(predictor, val_images, desc="val")
     val_distance = feature_distance(val_raw, neighbours)
 
@@ -350,7 +359,7 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     thumbnail_mean, thumbnail_components = principal_components(np.stack([thumbnail(i) for i in train_images]),
                                                                 PCA_COMPONENTS)
     projection = ContentModel(families, tuple(FAMILIES[f] for f in families), pca_mean, pca_components,
-                              thumbnail_mean, thumbnail_components, *([torch.zeros(0)] * 4), 0.0)
+                              thumbnail_mean, thumbnail_components, *([np.zeros(0, np.float32)] * 4), 0.0)
 
     def rows_of(images: Sequence[np.ndarray], raw: np.ndarray | None = None, desc: str = "content") -> np.ndarray:
         raw = classifier_features(predictor, images, desc=desc) if raw is None else raw
@@ -389,9 +398,9 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
         "content_sources": sorted({source for _, source, _ in made}),
         "leave_one_type_out": leave_one_type_out(rows, labels, types, val_rows, classes),
     }
-    save_file({"train_features": neighbours.half().contiguous(), "pca_mean": pca_mean, "pca_components": pca_components,
-               "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean.contiguous(), "feature_std": std.contiguous(),
-               "weights": weights.contiguous(), "bias": bias.contiguous()}, str(weights_dir / CHECK_TENSORS))
+    save_file({"train_features": neighbours.astype(np.float16), "pca_mean": pca_mean, "pca_components": pca_components,
+               "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean,
+               "feature_std": std, "weights": weights, "bias": bias}, str(weights_dir / CHECK_TENSORS))
     record_checksum(weights_dir / CHECK_TENSORS)
     (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
     return payload

@@ -1,17 +1,19 @@
 """What runs the two networks for a :class:`brainseg.inference.Predictor`, and the one rule that picks it.
 
 - ``torch``: the PyTorch modules themselves, under bf16 autocast (``precision="bf16"``, channels_last) or in eager
-  fp32 (the reference). The engine on a CUDA GPU.
-- ``openvino``: the same modules converted by ``openvino.convert_model`` and compiled for the CPU with
-  ``INFERENCE_PRECISION_HINT`` bf16 (where the CPU has native bf16) or f32. The classifier is converted with two
-  outputs, pooled features (for the input check) and logits, so one call gives both. Conversion takes 15-25 s
-  per model on a busy 2-core CPU, so the converted model (OpenVINO IR, its folded weights kept in fp32: in fp16
-  the f32 engine was 0.025 off torch fp32) is kept in a cache folder named by the weights' SHA-256, the
-  OpenVINO version and the model code; later loads read it back (about 0.5 s) after checking its SHA-256.
+  fp32 (the reference); the engine on a CUDA GPU (:mod:`brainseg.torch_engine`).
+- ``openvino``: the same modules converted by ``openvino.convert_model`` (:mod:`brainseg.torch_engine`) and
+  compiled for the CPU with ``INFERENCE_PRECISION_HINT`` bf16 (where the CPU has native bf16) or f32. The
+  classifier is converted with two outputs, pooled features (for the input check) and logits, so one call gives
+  both. Conversion takes 15-25 s per model on a busy 2-core CPU, so the converted model (OpenVINO IR, its folded
+  weights kept in fp32: in fp16 the f32 engine was 0.025 off torch fp32) is kept in a cache folder named by the
+  weights' SHA-256, the OpenVINO version and the model code; later loads read it back (about 0.5 s) after checking
+  its SHA-256. Running a cached model needs numpy and OpenVINO only: this module never imports torch, and the
+  app's process imports it only to convert, for LayerCAM, or on a GPU (torch weighs ~0.5 GB resident and ~2 s).
 
-Every engine answers with the same float32 arrays: segmenter probabilities ``BxMx256x256`` (one channel per
-member of an :class:`brainseg.models.Ensemble`, ``M = 1`` for one ResUNet), classifier pooled features ``BxD`` and
-logits ``Bx2``.
+Every engine takes a preprocessed ``Bx3x256x256`` float32 array and answers with float32 arrays: segmenter
+probabilities ``BxMx256x256`` (one channel per member of an :class:`brainseg.models.Ensemble`, ``M = 1`` for one
+ResUNet), classifier pooled features ``BxD`` and logits ``Bx2``.
 """
 from __future__ import annotations
 
@@ -19,24 +21,20 @@ import hashlib
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from brainseg.errors import BrainsegError
-from brainseg.models import Classifier, resize_square
-from brainseg.preprocess import MODEL_SIZE
 from brainseg.weights import sha256
 
 ENGINES = ("auto", "openvino", "torch")
 PRECISIONS = ("auto", "bf16", "fp32")
 CACHE_KEEP = 3              # converted models kept per kind
-CODE_FILES = (Path(__file__), Path(__file__).with_name("models.py"))  # their text is part of the cache key
+CODE_FILES = tuple(Path(__file__).with_name(name) for name in ("engine.py", "torch_engine.py", "models.py"))
+# the text of CODE_FILES is part of the cache key
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,12 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def cpu_threads() -> int:
+    """Threads for inference: ``$OMP_NUM_THREADS`` when set, else the CPUs this process may run on."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
+
+
 def choose(device_type: str, engine: str = "auto", precision: str = "auto", cpu_bf16: bool = False) -> Choice:
     """The engine for a ``device_type`` ("cpu" or "cuda"): OpenVINO on a CPU, torch on a GPU, eager torch for an
     explicit ``precision="fp32"`` with ``engine="auto"`` (the reference); bf16 where the hardware has it."""
@@ -72,53 +76,15 @@ def choose(device_type: str, engine: str = "auto", precision: str = "auto", cpu_
 
 
 class Engine(Protocol):
-    """Runs both networks on a preprocessed ``Bx3x256x256`` batch."""
+    """Runs both networks on a preprocessed ``Bx3x256x256`` float32 batch."""
 
     choice: Choice
 
-    def segment(self, batch: torch.Tensor) -> np.ndarray:
+    def segment(self, batch: np.ndarray) -> np.ndarray:
         """Segmenter probabilities ``BxMx256x256``, one channel per member."""
 
-    def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classifier pooled features ``BxD`` and logits ``Bx2``, from one call."""
-
-
-class TorchEngine:
-    """The PyTorch modules, under bf16 autocast or in eager fp32."""
-
-    def __init__(self, segmenter: nn.Module, classifier: Classifier, device: torch.device, precision: str) -> None:
-        self.segmenter, self.classifier, self.device = segmenter, classifier, device
-        self.choice = Choice("torch", precision)
-
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.choice.precision == "bf16")
-
-    @torch.inference_mode()
-    def segment(self, batch: torch.Tensor) -> np.ndarray:
-        with self.autocast():
-            logits = self.segmenter(batch)
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
-    @torch.inference_mode()
-    def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        with self.autocast():
-            features = self.classifier.features(batch).float()
-        logits = self.classifier.logits(features)  # fp32: bf16 logits near 4 round in steps of 0.016
-        return features.cpu().numpy(), logits.cpu().numpy()
-
-
-class _FeaturesAndLogits(nn.Module):
-    """The classifier with both outputs, for conversion: pooled features ``BxD`` and logits ``Bx2``. Converted
-    for inputs already at the backbone's ``input_size``: the resize runs in torch before the compiled call
-    (OpenVINO's antialiased resize cost 0.4 s on each new batch shape and 2x at batch 8)."""
-
-    def __init__(self, classifier: Classifier) -> None:
-        super().__init__()
-        self.classifier, self.input_size = classifier, classifier.input_size
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.classifier.features(x)
-        return features, self.classifier.logits(features)
 
 
 def cache_root() -> Path:
@@ -134,25 +100,15 @@ def cache_key(weights_digest: str, openvino_version: str) -> str:
     return digest.hexdigest()[:20]
 
 
-def _convert(module: nn.Module, size: int = MODEL_SIZE):
-    """``openvino.Model`` of ``module`` for any batch of ``3 x size x size`` inputs."""
-    import openvino as ov
-    example = torch.zeros(1, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on the classifier's resize branch, which this size skips
-        return ov.convert_model(module.eval(), example_input=example, input=[-1, 3, size, size])
-
-
-def cached_model(core, build: Callable[[], nn.Module], folder: Path):
-    """The converted module from ``folder`` (``model.xml``, ``model.bin``, the bin's SHA-256 in
-    ``model.sha256``); when absent or damaged, ``build()`` makes the torch module, which is converted and
-    written there first. An unwritable cache folder only means converting again next time."""
+def cached_model(core, convert: Callable[[], Any], folder: Path):
+    """The converted model from ``folder`` (``model.xml``, ``model.bin``, the bin's SHA-256 in ``model.sha256``);
+    when absent or damaged, ``convert()`` makes it (an ``openvino.Model``), which is written there first. An
+    unwritable cache folder only means converting again next time."""
     import openvino as ov
     xml, binary, digest = folder / "model.xml", folder / "model.bin", folder / "model.sha256"
     if xml.is_file() and binary.is_file() and digest.is_file() and sha256(binary) == digest.read_text().strip():
         return core.read_model(xml)
-    module = build()
-    model = _convert(module, getattr(module, "input_size", MODEL_SIZE))
+    model = convert()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
@@ -184,37 +140,50 @@ def prune(newest: Path, keep: int = CACHE_KEEP) -> None:
 class OpenVinoEngine:
     """Both modules compiled by OpenVINO for the CPU; thread-safe (one infer request per call)."""
 
-    def __init__(self, modules: Callable[[str], nn.Module], digests: dict[str, str], precision: str,
+    def __init__(self, converters: dict[str, Callable[[], Any]], digests: dict[str, str], precision: str,
                  threads: int, cache: Path | None = None) -> None:
-        """``modules(kind)``: the torch segmenter or classifier, asked for only when its converted model is not
-        in the cache; ``digests``: SHA-256 of the segmenter's and the classifier's weights file (names the
-        cached models)."""
+        """``converters[kind]()``: the ``openvino.Model`` of the ``"segmenter"`` or the ``"classifier"``, asked for
+        only when it is not in the cache yet (:func:`brainseg.torch_engine.converters`); ``digests``: SHA-256 of each kind's
+        weights (names the cached models)."""
         import openvino as ov
         core = ov.Core()
         cache = cache_root() if cache is None else cache
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         compiled = {}
-        builders = {"segmenter": lambda: modules("segmenter"),
-                    "classifier": lambda: _FeaturesAndLogits(modules("classifier"))}
-        for kind, build in builders.items():
+        for kind in ("segmenter", "classifier"):
             folder = cache / "openvino" / f"{kind}-{cache_key(digests[kind], ov.__version__)}"
-            compiled[kind] = core.compile_model(cached_model(core, build, folder), "CPU", config)
+            compiled[kind] = core.compile_model(cached_model(core, converters[kind], folder), "CPU", config)
         self.segmenter, self.classifier = compiled["segmenter"], compiled["classifier"]
-        self.classifier_size = self.classifier.input(0).get_partial_shape()[2].get_length()  # backbone input_size
         ran = str(self.segmenter.get_property("INFERENCE_PRECISION_HINT"))
         self.choice = Choice("openvino", "bf16" if "bf16" in ran or "bfloat16" in ran else "fp32")
 
     @staticmethod
-    def _run(compiled, batch: torch.Tensor) -> list[np.ndarray]:
+    def _run(compiled, batch: np.ndarray) -> list[np.ndarray]:
         request = compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(batch.cpu().numpy())})
+        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
-    def segment(self, batch: torch.Tensor) -> np.ndarray:
+    def segment(self, batch: np.ndarray) -> np.ndarray:
         logits, = self._run(self.segmenter, batch)
-        return torch.sigmoid(torch.from_numpy(logits)).numpy()
+        return sigmoid(logits)
 
-    def classify(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        features, logits = self._run(self.classifier, resize_square(batch, self.classifier_size))
+    def classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, logits = self._run(self.classifier, batch)
         return features, logits
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Elementwise logistic function in float32, without overflow warnings for large negative logits."""
+    out = np.empty_like(logits, dtype=np.float32)
+    positive = logits >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
+    exp = np.exp(logits[~positive])
+    out[~positive] = exp / (1.0 + exp)
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``BxC`` logits."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

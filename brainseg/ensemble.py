@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from brainseg import metrics
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> dict:
     for patient, images, truth in patient_volumes(select(index_dataset(args.data), patients), "patients"):
         own, flipped = [], []
         for start in range(0, len(images), BATCH_SIZE):
-            batch = predictor.tensors(images[start:start + BATCH_SIZE])
+            batch = predictor.batch(images[start:start + BATCH_SIZE])
             own.append(predictor.engine.segment(batch))
-            flipped.append(segment_members(predictor, batch, FLIPS[1:]).numpy())   # FLIPS[0]: no flip, in own
+            flipped.append(segment_members(predictor, torch.from_numpy(batch), FLIPS[1:]).numpy())   # FLIPS[0]: no flip, in own
         probabilities = np.concatenate(own).transpose(1, 0, 2, 3)
         flips = np.concatenate([probabilities.mean(axis=0)[None], np.concatenate(flipped, axis=1)])
         members[patient], truths[patient] = probabilities, truth

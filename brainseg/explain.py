@@ -3,8 +3,8 @@
 Everything runs through a loaded :class:`brainseg.inference.Predictor` (its models, device and precision):
 
 - ``activation_maps(predictor, images_u8) -> list[HxW float32]``: LayerCAM (default) or Grad-CAM of the
-  classifier's tumour log-odds at a ResNet50 stage, scaled to 0..1, at each image's own size; ``cam_overlay``
-  blends one into the slice. Written here rather than taken from the ``grad-cam`` package, which imports
+  classifier's tumour log-odds at a ResNet50 stage, scaled to 0..1, at each image's own size
+  (:func:`brainseg.viz.cam_overlay` blends one into the slice). Written here rather than taken from the ``grad-cam`` package, which imports
   scikit-learn, OpenCV and matplotlib (117 MB of the app server's memory); tests check both agree.
 - ``tta_predict_many(predictor, images_u8, members)``: the segmenter run on flipped (and optionally shifted)
   copies, mapped back and averaged; the members' spread is the per-pixel uncertainty.
@@ -72,18 +72,6 @@ def activation_maps(predictor: Predictor, images_u8: Sequence[np.ndarray], metho
     low = maps.amin((1, 2), keepdim=True)
     maps = ((maps - low) / (maps.amax((1, 2), keepdim=True) - low + 1e-7)).cpu().numpy()
     return [restore_size(heat, image.shape[:2]) for heat, image in zip(maps, images_u8)]
-
-
-def jet(values: np.ndarray) -> np.ndarray:
-    """``...x3 float32`` jet colours (blue - cyan - yellow - red) of values in 0..1."""
-    scaled = 4.0 * np.clip(values, 0.0, 1.0)[..., None]
-    return np.clip(1.5 - np.abs(scaled - np.array([3.0, 2.0, 1.0], np.float32)), 0.0, 1.0).astype(np.float32)
-
-
-def cam_overlay(image_u8: np.ndarray, heat: np.ndarray, image_weight: float = 0.6) -> np.ndarray:
-    """``HxWx3 uint8``: the slice with its heat map (jet colours) blended in."""
-    blended = image_weight * image_u8.astype(np.float32) / 255.0 + (1.0 - image_weight) * jet(heat)
-    return np.round(255.0 * blended).astype(np.uint8)
 
 
 def peak_in_tumour(heat: np.ndarray, truth: np.ndarray) -> bool:
@@ -207,8 +195,8 @@ def segment_members(predictor: Predictor, batch: torch.Tensor, members: Sequence
     """Segmenter probabilities ``MxBx256x256`` of a preprocessed batch under each member, mapped back (an ensemble's
     mean, like the plain prediction); run by the predictor's engine (OpenVINO on a CPU), one call per member at the
     batch's size."""
-    outputs = [member.undo(torch.from_numpy(predictor.engine.segment(member.apply(batch).contiguous()).mean(axis=1)))
-               for member in members]
+    outputs = [member.undo(torch.from_numpy(predictor.engine.segment(member.apply(batch).contiguous().cpu().numpy())
+                                            .mean(axis=1))) for member in members]
     return torch.stack(outputs) if outputs else batch.new_empty((0, batch.shape[0], *batch.shape[-2:]))
 
 
@@ -224,7 +212,7 @@ def tta_predict_many(predictor: Predictor, images_u8: Sequence[np.ndarray], memb
     for start in range(0, len(images_u8), batch_size):
         chunk = images_u8[start:start + batch_size]
         plain = predictor.predict_many(chunk, batch_size)
-        maps = segment_members(predictor, predictor.tensors(chunk), others).cpu().numpy()
+        maps = segment_members(predictor, torch.from_numpy(predictor.batch(chunk)), others).numpy()
         for index, (image, prediction) in enumerate(zip(chunk, plain)):
             restored = [restore_size(member_map, image.shape[:2]) for member_map in maps[:, index]]
             own = [prediction.probability] if identity in members else []

@@ -2,8 +2,8 @@
 
 The engine (:func:`brainseg.engine.choose`) is OpenVINO on a CPU (bf16 where the CPU has native bf16, f32 where
 not) and torch with bf16 autocast on a GPU; ``precision="fp32"`` gives the plain eager torch reference. The torch
-modules stay on the Predictor, loaded when first needed, for what needs gradients or their layers (LayerCAM,
-flip TTA in ``explain``).
+modules stay on the Predictor, loaded when first needed, for what needs gradients or their layers (LayerCAM in
+``explain``). With OpenVINO and its converted models cached, predicting imports no torch at all.
 
 The segmenter is one ResUNet or an :class:`brainseg.models.Ensemble` of several (the cross-validation members
 listed in ``weights/ensemble.json``, or ``segmenters=``): its probability is the members' mean and their standard
@@ -15,18 +15,19 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 from skimage.morphology import remove_small_objects
 
 from brainseg.checks import InputCheck, assess, load_calibration
-from brainseg.engine import Engine, OpenVinoEngine, TorchEngine, choose, cpu_has_bf16
+from brainseg.engine import Engine, OpenVinoEngine, choose, cpu_has_bf16, cpu_threads, softmax
 from brainseg.preprocess import preprocess, restore_size
-from brainseg.models import Ensemble
 from brainseg.weights import WEIGHTS_DIR, combined_digest, load_model, segmenter_files, verify
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
@@ -72,8 +73,12 @@ def batch_sizes(count: int, batch_size: int = BATCH_SIZE) -> list[int]:
     return [batch_size] * full + [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device() -> str:
+    """``"cuda"`` where torch sees a GPU, else ``"cpu"``; torch is imported only where an NVIDIA driver is."""
+    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()):
+        return "cpu"
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Predictor:
@@ -82,7 +87,7 @@ class Predictor:
     The torch modules (:meth:`module`) load on first use: the torch engine needs them at once, the OpenVINO
     engine only to convert a model that is not in its cache yet, LayerCAM and flip TTA when asked for."""
 
-    def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str | torch.device | None = None,
+    def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, device: str | None = None,
                  precision: str = "auto", check: bool = True, engine: str = "auto",
                  cache_dir: Path | None = None, segmenters: Sequence[str | Path] | None = None) -> None:
         """``engine``/``precision``: see :func:`brainseg.engine.choose`; ``cache_dir``: where OpenVINO keeps
@@ -90,8 +95,9 @@ class Predictor:
         files (several: their ensemble), by default :func:`brainseg.weights.segmenter_files` of ``weights_dir``."""
         self.weights_dir = Path(weights_dir)
         self.segmenter_files = [Path(f) for f in segmenters] if segmenters else segmenter_files(self.weights_dir)
-        self.device = torch.device(device) if device else default_device()
-        self.choice = choose(self.device.type, engine, precision, cpu_has_bf16())
+        self.device = str(device) if device else default_device()     # "cpu", "cuda", "cuda:1", ...
+        self.device_type = self.device.split(":")[0]
+        self.choice = choose(self.device_type, engine, precision, cpu_has_bf16())
         self._modules: dict[str, nn.Module] = {}
         self._loading = threading.Lock()
         self._foreground = threading.Condition()   # guards the count of foreground predict_many calls running
@@ -101,15 +107,18 @@ class Predictor:
         self.input_check = load_calibration(self.weights_dir) if check else None
         self.engine: Engine
         if self.choice.engine == "openvino":
-            self.engine = OpenVinoEngine(self.module, digests, self.choice.precision, torch.get_num_threads(),
+            self.engine = OpenVinoEngine(self._converters(), digests, self.choice.precision, cpu_threads(),
                                          cache_dir)
         else:
+            from brainseg.torch_engine import TorchEngine
             self.engine = TorchEngine(self.segmenter, self.classifier, self.device, self.choice.precision)
         self.precision = self.engine.choice.precision
 
     def module(self, kind: str) -> nn.Module:
         """The torch ``"segmenter"`` (a ResUNet, or the :class:`Ensemble` of several) or ``"classifier"`` in eval
         mode, loaded (and its files checked) on first use."""
+        import torch
+        from brainseg.models import Ensemble
         with self._loading:
             if kind not in self._modules:
                 if kind == "classifier":
@@ -122,6 +131,14 @@ class Predictor:
                                        if self.choice.precision == "bf16" else model)
             return self._modules[kind]
 
+    def _converters(self) -> dict[str, Callable[[], object]]:
+        """Each kind's OpenVINO model, converted from the torch module when the cache does not hold it (the only
+        time the OpenVINO engine imports torch)."""
+        def convert(kind: str) -> object:
+            from brainseg.torch_engine import converters
+            return converters(self.module)[kind]()
+        return {kind: (lambda kind=kind: convert(kind)) for kind in ("segmenter", "classifier")}
+
     @property
     def segmenter(self) -> nn.Module:
         return self.module("segmenter")
@@ -132,14 +149,21 @@ class Predictor:
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast for the torch modules in bf16, a no-op in fp32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        import torch
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @staticmethod
+    def batch(images_u8: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocessed ``Bx3x256x256`` float32 batch, what the engines take."""
+        return np.stack([preprocess(image) for image in images_u8])
 
     def tensors(self, images_u8: Sequence[np.ndarray]) -> torch.Tensor:
-        """Preprocessed ``Bx3x256x256`` batch on the device."""
-        batch = torch.from_numpy(np.stack([preprocess(image) for image in images_u8])).to(self.device)
+        """The preprocessed batch as a torch tensor on the device, for the torch modules (LayerCAM)."""
+        import torch
+        batch = torch.from_numpy(self.batch(images_u8)).to(self.device)
         return batch.contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else batch
 
-    def classifier_outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def classifier_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one call of the engine."""
         return self.engine.classify(batch)
 
@@ -148,12 +172,11 @@ class Predictor:
         """How many segmenters are averaged (1: a single model)."""
         return len(self.segmenter_files)
 
-    def outputs(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Segmenter member probabilities ``BxMx256x256``, tumour probabilities ``B``, classifier features ``BxD``."""
         seg = self.engine.segment(batch)
         features, cls_logits = self.engine.classify(batch)
-        cls = torch.softmax(torch.from_numpy(cls_logits), dim=1)[:, 1].numpy()
-        return seg, cls, features
+        return seg, softmax(cls_logits)[:, 1], features
 
     def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE,
                      background: bool = False) -> list[Prediction]:
@@ -182,7 +205,7 @@ class Predictor:
         for size in batch_sizes(len(images_u8), batch_size):
             before_batch()
             chunk, start = images_u8[start:start + size], start + size
-            seg, cls, features = self.outputs(self.tensors(chunk))
+            seg, cls, features = self.outputs(self.batch(chunk))
             for image, members, tumour, row in zip(chunk, seg, cls, features):
                 check = assess(image, row, self.input_check) if self.input_check else None
                 spread = restore_size(members.std(axis=0), image.shape[:2]) if len(members) > 1 else None

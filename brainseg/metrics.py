@@ -5,10 +5,12 @@ Empty-mask rule for every overlap metric: truth and prediction both empty = 1, e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:   # the training losses take tensors, and use only their methods: no torch import here
+    import torch
 
 TVERSKY_ALPHA = 0.7   # weight of false negatives; false positives get 1 - alpha
 FOCAL_GAMMA = 0.75

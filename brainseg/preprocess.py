@@ -7,8 +7,6 @@ different intensity scales look alike to the models.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 MODEL_SIZE = 256
@@ -49,10 +47,22 @@ def preprocess(image_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
-def restore_size(probability: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Map a ``256x256`` probability map back to the original ``HxW`` (bilinear)."""
-    tensor = torch.as_tensor(np.asarray(probability, dtype=np.float32))
-    if tuple(tensor.shape[-2:]) == tuple(shape):
-        return tensor.numpy()
-    resized = F.interpolate(tensor[None, None], size=shape, mode="bilinear", align_corners=False)
-    return resized[0, 0].numpy()
+def restore_size(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Map a ``256x256`` probability map back to the original ``HxW`` (bilinear, pixel centres aligned, as
+    ``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)``)."""
+    probability = np.asarray(probability, dtype=np.float32)
+    if probability.shape[-2:] == tuple(shape):
+        return probability
+    rows, row_weights = _bilinear_taps(probability.shape[0], shape[0])
+    columns, column_weights = _bilinear_taps(probability.shape[1], shape[1])
+    along_rows = probability[rows[0]] * (1 - row_weights[:, None]) + probability[rows[1]] * row_weights[:, None]
+    return (along_rows[:, columns[0]] * (1 - column_weights) + along_rows[:, columns[1]] * column_weights
+            ).astype(np.float32)
+
+
+def _bilinear_taps(source: int, size: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """For each of ``size`` output pixels: the two source pixels it lies between and the second one's weight."""
+    position = np.maximum((np.arange(size, dtype=np.float32) + 0.5) * np.float32(source / size) - 0.5, 0)
+    low = np.minimum(position.astype(np.int64), source - 1)
+    high = np.minimum(low + 1, source - 1)
+    return (low, high), (position - low).astype(np.float32)

@@ -14,16 +14,15 @@ import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd   # at import, not lazily: plotly and Streamlit use pandas once any thread has begun importing it,
                       # so a first import in one session's script thread breaks another's chart half-way through
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
-from brainseg import explain, metrics, viz, volume, volume_io
+from brainseg import metrics, viz, volume, volume_io
 from brainseg.checks import FOREIGN, InputCheck
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
@@ -31,6 +30,9 @@ from brainseg.gallery import load_patients
 from brainseg.inference import Prediction, Predictor
 from brainseg.io import SUFFIXES, read_mask, read_slice
 from brainseg.weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:   # explain needs torch: imported when a visitor asks for an explanation
+    from brainseg.explain import TtaPrediction
 
 METRICS_FILE = WEIGHTS_DIR / "metrics_test.json"
 MASK_SUFFIX = "_mask"
@@ -52,7 +54,8 @@ def device_label(model: Predictor) -> str:
     ``"GPU (NVIDIA H100), torch bf16"``."""
     choice = model.engine.choice
     engine = {"openvino": "OpenVINO", "torch": "torch"}[choice.engine]
-    if model.device.type == "cuda":
+    if model.device_type == "cuda":
+        import torch
         return f"GPU ({torch.cuda.get_device_name(model.device)}), {engine} {choice.precision}"
     return f"CPU, {engine} {choice.precision}"
 
@@ -173,12 +176,14 @@ def patient_report(summary: volume.PatientSummary, slices: PatientSlices, masks:
 @st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner="LayerCAM: what raised the tumour score…")
 def heat_map(key: str, _image_u8: np.ndarray) -> np.ndarray:
     """``HxW float32`` LayerCAM heat map (0..1) of one slice, cached by ``key`` (the image is not hashed)."""
+    from brainseg import explain   # torch and timm: imported when a visitor first asks for a heat map
     return explain.activation_maps(predictor(), [_image_u8])[0]
 
 
 @st.cache_data(max_entries=32, ttl=CACHE_TTL_S, show_spinner="Flip TTA: the segmenter on four flips…")
-def tta(key: str, _image_u8: np.ndarray) -> explain.TtaPrediction:
+def tta(key: str, _image_u8: np.ndarray) -> TtaPrediction:
     """The segmenter on the four flips of one slice, mapped back (cached by ``key``; the image is not hashed)."""
+    from brainseg import explain
     return explain.tta_predict_many(predictor(), [_image_u8])[0]
 
 

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from brainseg import metrics
-from brainseg.data import (Augment, EpochSampler, SliceDataset, fold_split, index_dataset, load_folds,
-                           load_split, make_folds, make_split, save_folds, save_split, select)
+from brainseg.data import (fold_split, index_dataset, load_folds, load_split, make_folds, make_split, save_folds,
+                           save_split, select)
+from brainseg.dataset import Augment, EpochSampler, SliceDataset
 from brainseg.errors import BrainsegError
 from brainseg.models import build_model
 from brainseg.weights import load_model, save_weights

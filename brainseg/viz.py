@@ -234,3 +234,15 @@ def headline(metrics: dict) -> list[tuple[str, str, str]]:
          f"false-positive rate {pipe['detection']['false_positive_rate']:.3f}."),
         ("Classifier ROC AUC", f"{cls['roc_auc']:.3f}", f"Classifier alone, per slice ({split})."),
     ]
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """``...x3 float32`` jet colours (blue - cyan - yellow - red) of values in 0..1."""
+    scaled = 4.0 * np.clip(values, 0.0, 1.0)[..., None]
+    return np.clip(1.5 - np.abs(scaled - np.array([3.0, 2.0, 1.0], np.float32)), 0.0, 1.0).astype(np.float32)
+
+
+def cam_overlay(image_u8: np.ndarray, heat: np.ndarray, image_weight: float = 0.6) -> np.ndarray:
+    """``HxWx3 uint8``: the slice with its heat map (jet colours) blended in."""
+    blended = image_weight * image_u8.astype(np.float32) / 255.0 + (1.0 - image_weight) * jet(heat)
+    return np.round(255.0 * blended).astype(np.uint8)

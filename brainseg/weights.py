@@ -9,13 +9,15 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from brainseg.errors import BrainsegError
-from brainseg.models import build_model
+
+if TYPE_CHECKING:   # torch is imported by the functions that build or save modules: checking a file needs none
+    import torch
+    from torch import nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKSUMS = "SHA256SUMS"
@@ -24,6 +26,7 @@ ENSEMBLE = "ensemble.json"   # when present: the segmenter is the mean of the me
 
 def save_weights(model: nn.Module, path: str | Path, kind: str, settings: dict, half: bool = True) -> None:
     """Write ``model``'s state (fp16 floats when ``half``) with ``kind`` and build ``settings`` as metadata."""
+    from safetensors.torch import save_file
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
              for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"kind": kind, "settings": json.dumps(settings)})
@@ -90,6 +93,8 @@ def combined_digest(digests: list[str]) -> str:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Build the model named in the file's metadata, load its weights as fp32, and return it in eval mode."""
+    from safetensors.torch import load_file
+    from brainseg.models import build_model
     path = Path(path)
     verify(path)
     try:

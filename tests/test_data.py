@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from brainseg.data import (DATA_ENV, Augment, EpochSampler, SliceDataset, augment, by_patient, index_dataset,
-                           load_split, make_split, resolve_data_dir, save_split, select)
+from brainseg.data import (DATA_ENV, by_patient, index_dataset, load_split, make_split, resolve_data_dir, save_split,
+                           select)
+from brainseg.dataset import Augment, EpochSampler, SliceDataset, augment
 from brainseg.errors import BrainsegError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from brainseg import ensemble
 from brainseg.data import load_folds

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg import explain
+from brainseg import explain, viz
 from brainseg.data import index_dataset
 from brainseg.inference import Predictor
 from brainseg.io import read_mask, read_slice
@@ -119,13 +119,13 @@ def test_heat_map_leaves_the_classifier_unchanged(predictor, tumour_slice):
 
 def test_cam_overlay_is_an_rgb_image(predictor, tumour_slice):
     image, _ = tumour_slice
-    overlay = explain.cam_overlay(image, explain.activation_maps(predictor, [image])[0])
+    overlay = viz.cam_overlay(image, explain.activation_maps(predictor, [image])[0])
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     assert not np.array_equal(overlay, image)
 
 
 def test_jet_runs_blue_to_red():
-    colours = explain.jet(np.array([0.0, 0.5, 1.0], np.float32))
+    colours = viz.jet(np.array([0.0, 0.5, 1.0], np.float32))
     np.testing.assert_allclose(colours, [[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]])
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainseg import engine
+from brainseg import engine, torch_engine
 from brainseg.benchmark import load_slices
 from brainseg.data import SliceRecord
 from brainseg.errors import BrainsegError
@@ -55,7 +55,7 @@ def test_openvino_fp32_is_the_torch_reference(slices) -> None:
     """The converted graph is the same network: in fp32 it matches eager torch to rounding, features included."""
     converted, reference = Predictor(device="cpu", engine="openvino", precision="fp32"), \
         Predictor(device="cpu", precision="fp32")
-    batch = reference.tensors(slices)
+    batch = reference.batch(slices)
     assert np.abs(converted.engine.segment(batch) - reference.engine.segment(batch)).max() < 1e-3
     for ours, theirs in zip(converted.classifier_outputs(batch), reference.classifier_outputs(batch)):
         assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(theirs).max())
@@ -108,19 +108,36 @@ def test_a_background_prediction_waits_for_a_foreground_one(slices) -> None:
         np.testing.assert_allclose(ours.probability, theirs.probability, atol=1e-6)
 
 
+def test_predicting_from_the_openvino_cache_imports_no_torch() -> None:
+    """The app's serving path in a fresh process: the service module, a Predictor on the warm OpenVINO cache, two
+    slices predicted with the input check; torch (~0.5 GB resident, ~2 s to import) is never imported."""
+    import subprocess
+    import sys
+    Predictor(device="cpu")   # converts into the cache if it is cold (that alone needs torch)
+    code = ("import sys, numpy as np; import brainseg.service; from brainseg.inference import Predictor; "
+            "from brainseg.data import index_dataset; from brainseg.io import read_slice; "
+            "from brainseg.samples import SAMPLES_DIR; "
+            "images = [read_slice(r.image_path) for r in index_dataset(SAMPLES_DIR)[10:12]]; "
+            "result = Predictor().predict_many(images); assert result[0].check is not None; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert output.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, slices) -> None:
     import openvino as ov
     reference = Predictor(device="cpu", precision="fp32")
     core, module, folder = ov.Core(), reference.segmenter, tmp_path / "segmenter"
-    batch = reference.tensors(slices[:2]).numpy()
-    first = core.compile_model(engine.cached_model(core, lambda: module, folder), "CPU")(batch)[0]
+    batch = reference.batch(slices[:2])
+    first = core.compile_model(engine.cached_model(core, lambda: torch_engine.convert(module), folder), "CPU")(batch)[0]
     assert {p.name for p in folder.iterdir()} == {"model.xml", "model.bin", "model.sha256"}
     written = (folder / "model.bin").stat().st_mtime_ns
-    again = core.compile_model(engine.cached_model(core, lambda: module, folder), "CPU")(batch)[0]
+    again = core.compile_model(engine.cached_model(core, lambda: torch_engine.convert(module), folder), "CPU")(batch)[0]
     assert (folder / "model.bin").stat().st_mtime_ns == written and np.array_equal(first, again)
     with open(folder / "model.bin", "r+b") as handle:
         handle.write(b"\0" * 64)
-    rebuilt = core.compile_model(engine.cached_model(core, lambda: module, folder), "CPU")(batch)[0]
+    rebuilt = core.compile_model(engine.cached_model(core, lambda: torch_engine.convert(module), folder), "CPU")(batch)[0]
     assert np.array_equal(first, rebuilt)
     assert engine.sha256(folder / "model.bin") == (folder / "model.sha256").read_text()
 
