@@ -317,11 +317,13 @@ def patient_label(patients: dict[str, list[SliceRecord]], split: dict, patient: 
             f"{gallery.patient_split(patient, split)}")
 
 
-def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]], settings: Settings) -> None:
+def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]], settings: Settings
+                ) -> list[str]:
+    """The gallery patient's view; returns the neighbouring patients, to predict once the page is drawn."""
     if not patients:
         st.info(f"No gallery: {source.folder} holds no patients. To browse the dataset, {KAGGLE_HINT}. "
                 "Uploading slices works without it.")
-        return
+        return []
     split = load_split(WEIGHTS_DIR / "split.json")
     top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
     top[0].selectbox("Patient", sorted(patients), key="patient", on_change=change_patient, args=(patients,),
@@ -334,7 +336,7 @@ def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRec
         patient, "", "gallery", f"{patient} · {patient_split} split{seen}",
         f"{patient_split} split · one patient, every slice · pipeline at threshold {settings.threshold:g}, "
         f"gate {settings.gate:g}", [service.gallery_key(folder, patient, n) for n in slices.numbers]), settings)
-    service.prefetch(folder, gallery.neighbours(patients, patient))   # the next visit is then a cache hit
+    return gallery.neighbours(patients, patient)
 
 
 # ---- upload --------------------------------------------------------------------------------------
@@ -509,7 +511,7 @@ def main() -> None:
     tabs = st.tabs([":material/photo_library: Gallery", ":material/upload_file: Upload",
                     ":material/view_in_ar: Volume upload", ":material/monitoring: Model & test metrics"])
     with tabs[0]:
-        gallery_tab(source, patients, settings)
+        neighbours = gallery_tab(source, patients, settings)
     with tabs[1]:
         upload_tab(settings)
     with tabs[2]:
@@ -517,6 +519,7 @@ def main() -> None:
     with tabs[3]:
         model_tab(metrics)
     share_view()
+    service.prefetch(str(source.folder), neighbours)   # after the whole page: the next visit is then a cache hit
     memory.release()   # what this run freed (predictions, cached copies) goes back to the OS, not kept by malloc
 
 

@@ -27,7 +27,7 @@ from brainseg.checks import FOREIGN, InputCheck
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
 from brainseg.gallery import load_patients
-from brainseg.inference import Prediction, Predictor
+from brainseg.inference import BATCH_SIZE, Prediction, Predictor
 from brainseg.io import SUFFIXES, read_mask, read_slice
 from brainseg.weights import WEIGHTS_DIR
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:   # explain needs torch: imported when a visitor asks for an e
 METRICS_FILE = WEIGHTS_DIR / "metrics_test.json"
 MASK_SUFFIX = "_mask"
 CACHE_TTL_S = 3600
+BACKGROUND_BATCH = 4   # the prefetch's batches: a visitor's own prediction waits for at most one of them
 
 
 # ---- models and cached predictions ---------------------------------------------------------------
@@ -90,12 +91,14 @@ class PatientSlices:
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Predicting every slice of this patient…")
 def patient_slices(folder: str, patient: str, _background: bool = False) -> PatientSlices:
     """Read and predict all slices of ``folder/patient`` (cached per patient, at most 8 patients for an hour);
-    ``_background`` (not part of the cache key): predict only while no visitor's own prediction runs."""
+    ``_background`` (not part of the cache key): predict in small batches, each only while no visitor's own
+    prediction runs."""
     records = index_patient(Path(folder) / patient)
     images = [read_slice(r.image_path) for r in records]
     truths = [read_mask(r.mask_path, shape=image.shape[:2]) for r, image in zip(records, images)]
     return PatientSlices([r.number for r in records], images, truths,
-                         predictor().predict_many(images, background=_background))
+                         predictor().predict_many(images, batch_size=BACKGROUND_BATCH if _background else BATCH_SIZE,
+                                                   background=_background))
 
 
 @st.cache_resource
