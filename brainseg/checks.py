@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image
+from scipy.special import softmax
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from brainseg.data import SliceRecord, index_dataset, load_split, select
-from brainseg.engine import softmax
 from brainseg.errors import BrainsegError
 from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
@@ -92,7 +92,7 @@ class ContentModel:
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """``BxC`` class probabilities of ``BxF`` content-feature rows."""
         x = (np.asarray(rows, np.float32) - self.feature_mean) / self.feature_std
-        return softmax(x @ self.weights.T + self.bias)
+        return softmax(x @ self.weights.T + self.bias, axis=1)
 
 
 @dataclass(frozen=True)
@@ -310,7 +310,7 @@ def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = 
 def _not_lgg(model: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
     mean, std, weights, bias = model
     x = (np.asarray(rows, np.float32) - mean) / std
-    return 1.0 - softmax(x @ weights.T + bias)[:, 0]
+    return 1.0 - softmax(x @ weights.T + bias, axis=1)[:, 0]
 
 
 def fit_content(rows: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, classes: int) -> tuple[tuple, float]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
+from scipy.special import expit
 
 from brainseg.errors import BrainsegError
 from brainseg.weights import sha256
@@ -166,24 +167,8 @@ class OpenVinoEngine:
 
     def segment(self, batch: np.ndarray) -> np.ndarray:
         logits, = self._run(self.segmenter, batch)
-        return sigmoid(logits)
+        return expit(logits)
 
     def classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features, logits = self._run(self.classifier, batch)
         return features, logits
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Elementwise logistic function in float32, without overflow warnings for large negative logits."""
-    out = np.empty_like(logits, dtype=np.float32)
-    positive = logits >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
-    exp = np.exp(logits[~positive])
-    out[~positive] = exp / (1.0 + exp)
-    return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``BxC`` logits."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     patients = unseen_patients(args.split_file, len(args.members), args.split)
     predictor = Predictor(segmenters=args.members, check=False)
     members: dict[str, np.ndarray] = {}     # patient: MxDxHxW member probabilities
+    means: dict[str, np.ndarray] = {}       # patient: DxHxW their mean, the ensemble's probability
     truths: dict[str, np.ndarray] = {}
     scores: dict[str, list[np.ndarray]] = {"members' spread": [], "flip TTA spread": []}
     wrong: list[np.ndarray] = []
@@ -75,17 +76,18 @@ def run(args: argparse.Namespace) -> dict:
         for start in range(0, len(images), BATCH_SIZE):
             batch = predictor.batch(images[start:start + BATCH_SIZE])
             own.append(predictor.engine.segment(batch))
-            flipped.append(segment_members(predictor, torch.from_numpy(batch), FLIPS[1:]).numpy())   # FLIPS[0]: no flip, in own
+            flipped.append(segment_members(predictor, torch.from_numpy(batch), FLIPS[1:]).numpy())  # no-flip: own
         probabilities = np.concatenate(own).transpose(1, 0, 2, 3)
-        flips = np.concatenate([probabilities.mean(axis=0)[None], np.concatenate(flipped, axis=1)])
-        members[patient], truths[patient] = probabilities, truth
-        mask = probabilities.mean(axis=0) >= args.threshold
+        mean = probabilities.mean(axis=0)
+        flips = np.concatenate([mean[None], np.concatenate(flipped, axis=1)])
+        members[patient], means[patient], truths[patient] = probabilities, mean, truth
+        mask = mean >= args.threshold
         band = error_band(mask, truth)
         wrong.append((mask != truth)[band])
         scores["members' spread"].append(probabilities.std(axis=0)[band])
         scores["flip TTA spread"].append(flips.std(axis=0)[band])
     errors = np.concatenate(wrong)
-    ensemble = figures({p: m.mean(axis=0) for p, m in members.items()}, truths, args.threshold)
+    ensemble = figures(means, truths, args.threshold)
     result = {
         "patients": patients,
         "which": f"the {args.split} split" if args.split else
@@ -97,8 +99,7 @@ def run(args: argparse.Namespace) -> dict:
                                                                    args.threshold))}
                     for i, f in enumerate(args.members)],
         "ensemble": ensemble,
-        "ensemble_largest_3d_component": _headline(figures({p: m.mean(axis=0) for p, m in members.items()}, truths,
-                                                           args.threshold, largest_3d=True)),
+        "ensemble_largest_3d_component": _headline(figures(means, truths, args.threshold, largest_3d=True)),
         "uncertainty_auroc_for_wrong_pixels": {name: metrics.roc_auc(np.concatenate(values), errors)
                                                for name, values in scores.items()},
         "uncertainty_pixels": {"counted": int(errors.size), "wrong": int(errors.sum()),

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+from scipy.special import softmax
 from skimage.morphology import remove_small_objects
 
 from brainseg.checks import InputCheck, assess, load_calibration
-from brainseg.engine import Engine, OpenVinoEngine, choose, cpu_has_bf16, cpu_threads, softmax
+from brainseg.engine import Engine, OpenVinoEngine, choose, cpu_has_bf16, cpu_threads
 from brainseg.preprocess import preprocess, restore_size
 from brainseg.weights import WEIGHTS_DIR, combined_digest, load_model, segmenter_files, verify
 
@@ -117,10 +118,10 @@ class Predictor:
     def module(self, kind: str) -> nn.Module:
         """The torch ``"segmenter"`` (a ResUNet, or the :class:`Ensemble` of several) or ``"classifier"`` in eval
         mode, loaded (and its files checked) on first use."""
-        import torch
-        from brainseg.models import Ensemble
         with self._loading:
             if kind not in self._modules:
+                import torch
+                from brainseg.models import Ensemble
                 if kind == "classifier":
                     model, _ = load_model(self.weights_dir / "classifier.safetensors", self.device)
                 elif len(self.segmenter_files) == 1:
@@ -159,9 +160,8 @@ class Predictor:
 
     def tensors(self, images_u8: Sequence[np.ndarray]) -> torch.Tensor:
         """The preprocessed batch as a torch tensor on the device, for the torch modules (LayerCAM)."""
-        import torch
-        batch = torch.from_numpy(self.batch(images_u8)).to(self.device)
-        return batch.contiguous(memory_format=torch.channels_last) if self.precision == "bf16" else batch
+        from brainseg.torch_engine import as_tensor
+        return as_tensor(self.batch(images_u8), self.device, channels_last=self.precision == "bf16")
 
     def classifier_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classifier pooled features ``BxD`` and logits ``Bx2`` of a batch, from one call of the engine."""
@@ -176,7 +176,7 @@ class Predictor:
         """Segmenter member probabilities ``BxMx256x256``, tumour probabilities ``B``, classifier features ``BxD``."""
         seg = self.engine.segment(batch)
         features, cls_logits = self.engine.classify(batch)
-        return seg, softmax(cls_logits)[:, 1], features
+        return seg, softmax(cls_logits, axis=1)[:, 1], features
 
     def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE,
                      background: bool = False) -> list[Prediction]:

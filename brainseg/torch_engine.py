@@ -17,6 +17,12 @@ from brainseg.models import Classifier
 from brainseg.preprocess import MODEL_SIZE
 
 
+def as_tensor(batch: np.ndarray, device: str | torch.device, channels_last: bool) -> torch.Tensor:
+    """A preprocessed ``Bx3x256x256`` array as a float32 tensor on ``device`` (channels_last for bf16 kernels)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+    return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
+
+
 class TorchEngine:
     """The PyTorch modules, under bf16 autocast (channels_last) or in eager fp32."""
 
@@ -28,9 +34,7 @@ class TorchEngine:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.choice.precision == "bf16")
 
     def tensor(self, batch: np.ndarray) -> torch.Tensor:
-        """A preprocessed ``Bx3x256x256`` array on the device (channels_last in bf16)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        return tensor.contiguous(memory_format=torch.channels_last) if self.choice.precision == "bf16" else tensor
+        return as_tensor(batch, self.device, channels_last=self.choice.precision == "bf16")
 
     @torch.inference_mode()
     def segment(self, batch: np.ndarray) -> np.ndarray:
