@@ -16,7 +16,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 from skimage.morphology import remove_small_objects
 from tqdm import tqdm
 
@@ -24,6 +23,7 @@ from brainseg import metrics
 from brainseg.data import SliceRecord, by_patient, index_dataset, load_folds, load_split, select
 from brainseg.errors import BrainsegError
 from brainseg.io import read_mask, read_slice
+from brainseg.postprocess import largest_component_3d
 from brainseg.preprocess import preprocess
 from brainseg.weights import WEIGHTS_DIR, load_model
 
@@ -51,22 +51,13 @@ def segmenter_probabilities(model: torch.nn.Module, images_u8: Sequence[np.ndarr
     return np.concatenate(out) if out else np.zeros((0, 256, 256), np.float32)
 
 
-def keep_largest_component(volume: np.ndarray) -> np.ndarray:
-    """``DxHxW bool``: only the largest 3D connected component (26-connected) of a patient's stacked masks."""
-    labels, count = ndimage.label(volume, structure=np.ones((3, 3, 3)))
-    if count <= 1:
-        return volume
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
-
-
 def patient_masks(probabilities: np.ndarray, threshold: float, min_area: int, largest_3d: bool) -> np.ndarray:
     """One patient's ``DxHxW`` masks: threshold, drop 2D regions under ``min_area``, optionally keep the largest 3D
     component."""
     masks = probabilities >= threshold
     if min_area > 1:
         masks = np.stack([remove_small_objects(m, max_size=min_area - 1, connectivity=2) for m in masks])
-    return keep_largest_component(masks) if largest_3d else masks
+    return largest_component_3d(masks) if largest_3d else masks
 
 
 def overlaps(probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray], threshold: float, min_area: int,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from brainseg import metrics
 from brainseg.data import SliceRecord, by_patient, index_dataset, load_split, select
-from brainseg.inference import Prediction, Predictor, pipeline_settings
+from brainseg.inference import Prediction, Predictor, pipeline_settings, volume_masks
 from brainseg.io import read_mask, read_slice
 from brainseg.weights import WEIGHTS_DIR
 
@@ -91,13 +91,28 @@ def volume_report(results: Sequence[Evaluated], masks: Sequence[np.ndarray]) -> 
             "per_patient": dices}
 
 
+def pipeline_masks(results: Sequence[Evaluated], settings: dict[str, float]) -> list[np.ndarray]:
+    """The pipeline's mask of every slice, as the app shows it: per patient (slices in order) with
+    ``largest_3d_component`` (:func:`brainseg.inference.volume_masks`)."""
+    masks: list[np.ndarray] = [np.zeros(0)] * len(results)
+    patients: dict[str, list[int]] = {}
+    for i in sorted(range(len(results)), key=lambda i: results[i].record.number):
+        patients.setdefault(results[i].record.patient, []).append(i)
+    for rows in patients.values():
+        found = volume_masks([results[i].prediction for i in rows], settings["seg_threshold"], settings["gate"],
+                             int(settings["min_area"]), bool(settings.get("largest_3d_component", False)))
+        for i, mask in zip(rows, found):
+            masks[i] = mask
+    return masks
+
+
 def report(results: Sequence[Evaluated], settings: dict[str, float]) -> dict:
     """Every metric of DESIGN.md for segmenter alone and for the gated pipeline."""
     truths = [r.truth for r in results]
     patients = [r.record.patient for r in results]
     labels = np.array([r.truth.any() for r in results])
     seg_masks = [r.prediction.probability >= settings["seg_threshold"] for r in results]
-    pipe_masks = [r.prediction.mask(settings["seg_threshold"], settings["gate"], settings["min_area"]) for r in results]
+    pipe_masks = pipeline_masks(results, settings)
     scores = np.array([r.prediction.tumour_probability for r in results])
     fpr, tpr, thresholds = metrics.roc_curve(scores, labels)
     tumour = np.flatnonzero(labels)

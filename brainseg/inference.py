@@ -23,6 +23,7 @@ from skimage.morphology import remove_small_objects
 
 from brainseg.checks import InputCheck, assess, load_calibration
 from brainseg.engine import Engine, OpenVinoEngine, choose, cpu_has_bf16, cpu_threads
+from brainseg.postprocess import largest_component_3d
 from brainseg.preprocess import preprocess, restore_size
 from brainseg.weights import WEIGHTS_DIR, combined_digest, load_model, segmenter_files, verify
 
@@ -58,10 +59,23 @@ class Prediction:
         return mask
 
 
+def volume_masks(predictions: Sequence[Prediction], threshold: float = DEFAULT_SEG_THRESHOLD,
+                 gate: float = DEFAULT_GATE, min_area: int = DEFAULT_MIN_AREA, largest_3d: bool = False
+                 ) -> list[np.ndarray]:
+    """The pipeline's masks of a volume's slices (in order): each slice's :meth:`Prediction.mask`, then, with
+    ``largest_3d`` and slices of one size, only the largest 3D connected tumour of the stack."""
+    masks = [p.mask(threshold, gate, min_area) for p in predictions]
+    if not largest_3d or len({m.shape for m in masks}) != 1:
+        return masks
+    return list(largest_component_3d(masks))
+
+
 def pipeline_settings(weights_dir: Path = WEIGHTS_DIR) -> dict[str, float]:
-    """Thresholds chosen on the validation patients and shipped beside the weights (defaults otherwise)."""
+    """Thresholds chosen on the validation patients and shipped beside the weights (defaults otherwise);
+    ``largest_3d_component``: whether volumes keep only their largest 3D tumour (:func:`volume_masks`)."""
     path = Path(weights_dir) / "pipeline.json"
-    settings = {"seg_threshold": DEFAULT_SEG_THRESHOLD, "gate": DEFAULT_GATE, "min_area": DEFAULT_MIN_AREA}
+    settings = {"seg_threshold": DEFAULT_SEG_THRESHOLD, "gate": DEFAULT_GATE, "min_area": DEFAULT_MIN_AREA,
+                "largest_3d_component": False}
     if path.exists():
         settings.update(json.loads(path.read_text()))
     return settings

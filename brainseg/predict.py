@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from brainseg.errors import BrainsegError
-from brainseg.inference import Prediction, Predictor, pipeline_settings
+from brainseg.inference import Prediction, Predictor, pipeline_settings, volume_masks
 from brainseg.io import encode_png, read_slice
 from brainseg.viz import overlay
 from brainseg.volume_io import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
@@ -69,11 +69,11 @@ def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
 
 
 def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, bytes]], out: Path, stem: str,
-                   settings: tuple[float, float, int]) -> list[dict]:
+                   settings: tuple[float, float, int, bool]) -> list[dict]:
     """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice."""
     volume = read_volume(files)
     predictions = predictor.predict_many(volume.images_u8, batch_size=volume.batch_size)
-    masks = [p.mask(*settings) for p in predictions]
+    masks = volume_masks(predictions, *settings)
     (out / f"{stem}_mask.nii.gz").write_bytes(mask_nifti(masks, volume.geometry))
     flagged = sum(p.check is not None and p.check.flagged for p in predictions)
     if flagged:
@@ -83,8 +83,9 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
 
 
 def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold: float, gate: float,
-                  min_area: int) -> list[dict]:
-    """Predict each file, write its PNGs to ``out`` and return one row per file (errors included)."""
+                  min_area: int, largest_3d: bool = False) -> list[dict]:
+    """Predict each file, write its PNGs to ``out`` and return one row per file (errors included); a volume's
+    masks keep only its largest 3D tumour with ``largest_3d``."""
     out.mkdir(parents=True, exist_ok=True)
     rows, taken = [], set()
     for path in tqdm(files, desc="predict", unit="file"):
@@ -92,7 +93,7 @@ def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold:
             kind, named = read_input(path)
             if kind == "volume":
                 rows.extend(predict_volume(predictor, path, named, out, output_stem(_volume_stem(path), taken),
-                                           (threshold, gate, min_area)))
+                                           (threshold, gate, min_area, largest_3d)))
                 continue
             image = read_slice(named[0][1], str(path))
         except BrainsegError as err:
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     gate = settings["gate"] if args.gate is None else args.gate
     out = Path(args.out)
     rows = predict_files(Predictor(args.weights), [Path(f) for f in args.files], out, threshold, gate,
-                         int(settings["min_area"]))
+                         int(settings["min_area"]), bool(settings["largest_3d_component"]))
     write_csv(rows, out / CSV_NAME)
     flagged = sum(row["verdict"] not in ("", "ok") for row in rows)
     failed = sum(bool(row["error"]) for row in rows)

@@ -27,7 +27,7 @@ from brainseg.checks import FOREIGN, InputCheck
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
 from brainseg.gallery import load_patients
-from brainseg.inference import BATCH_SIZE, Prediction, Predictor
+from brainseg.inference import BATCH_SIZE, Prediction, Predictor, volume_masks
 from brainseg.io import SUFFIXES, read_mask, read_slice
 from brainseg.weights import WEIGHTS_DIR
 
@@ -80,9 +80,9 @@ class PatientSlices:
     def index(self, number: int) -> int:
         return self.numbers.index(number)
 
-    def masks(self, threshold: float, gate: float, min_area: int) -> list[np.ndarray]:
-        """The pipeline's ``HxW bool`` mask of every slice at these settings."""
-        return [p.mask(threshold, gate, min_area) for p in self.predictions]
+    def masks(self, threshold: float, gate: float, min_area: int, largest_3d: bool = False) -> list[np.ndarray]:
+        """The pipeline's ``HxW bool`` mask of every slice at these settings (:func:`volume_masks`)."""
+        return volume_masks(self.predictions, threshold, gate, min_area, largest_3d)
 
     def summary(self, name: str, masks: Sequence[np.ndarray]) -> volume.PatientSummary:
         return volume.patient_summary(name, self.numbers, masks, self.truths, self.has_truth)
@@ -253,10 +253,9 @@ def analyse_upload(name: str, data: bytes, mask: tuple[str, bytes] | None) -> Up
 
 # ---- what the page shows about a prediction ------------------------------------------------------
 
-def slice_summary(prediction: Prediction, truth: np.ndarray | None, threshold: float, gate: float,
-                  min_area: int) -> dict[str, float]:
-    """Classifier probability, predicted area and, with a truth, the overlap metrics of one slice."""
-    mask = prediction.mask(threshold, gate, min_area)
+def slice_summary(prediction: Prediction, truth: np.ndarray | None, mask: np.ndarray) -> dict[str, float]:
+    """Classifier probability, the area of the pipeline's ``mask`` and, with a truth, the overlap metrics of one
+    slice."""
     summary = {"tumour_probability": prediction.tumour_probability, "predicted_px": int(mask.sum()),
                "predicted_share": float(mask.mean())}
     if truth is not None:
@@ -293,7 +292,7 @@ def batch_table(results: Sequence[UploadResult], threshold: float, gate: float, 
         row: dict = {"file": r.name, "mask": r.mask_name or "", "status": "error" if r.error else "ok",
                      "check": check_label(r.prediction.check) if r.prediction else ""}
         if r.prediction is not None:
-            s = slice_summary(r.prediction, r.truth, threshold, gate, min_area)
+            s = slice_summary(r.prediction, r.truth, r.prediction.mask(threshold, gate, min_area))
             row.update({"tumour probability": round(s["tumour_probability"], 4), "predicted px": s["predicted_px"],
                         "tumour": "yes" if s["predicted_px"] else "no", "true px": s.get("true_px"),
                         "Dice": None if r.truth is None else round(s["dice"], 4),

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from brainseg import gallery, service, viz
 from brainseg.data import by_patient, index_dataset, load_split
 from brainseg.evaluate import predict_records, report
-from brainseg.inference import Predictor, pipeline_settings
+from brainseg.inference import Predictor, pipeline_settings, volume_masks
 from brainseg.io import read_mask, read_slice
 from brainseg.weights import WEIGHTS_DIR
 
@@ -115,6 +115,29 @@ def test_query_parameters_restore_a_shared_view(app: AppTest, samples: dict) -> 
     assert app.slider(key="threshold").value == pytest.approx(0.3)
     assert app.slider(key="gate").value == pytest.approx(0.2)
     assert app.image[0].captions == ["MRI slice (3-channel composite)"]
+
+
+def test_largest_3d_tumour_toggle_drops_regions_apart_from_the_main_tumour(app: AppTest, samples: dict) -> None:
+    """On a real sample slice whose predicted region is not part of its patient's largest 3D tumour, the
+    toggle changes the shown area to what :func:`volume_masks` keeps, and travels in the URL."""
+    settings, predictor = pipeline_settings(), Predictor()
+    found = []
+    for patient, records in sorted(samples.items()):
+        predictions = predictor.predict_many([read_slice(r.image_path) for r in records])
+        args = settings["seg_threshold"], settings["gate"], int(settings["min_area"])
+        plain, kept = volume_masks(predictions, *args), volume_masks(predictions, *args, largest_3d=True)
+        found += [(patient, r.number, int(a.sum()), int(b.sum())) for r, a, b in zip(records, plain, kept)
+                  if a.sum() != b.sum()]
+    assert found, "the shipped pipeline predicts no region apart from a patient's largest 3D tumour on the samples"
+    patient, number, plain_px, kept_px = found[0]
+    app.query_params.update(patient=patient, slice=str(number), largest3d="0")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.toggle(key="largest_3d").value
+    assert metric_values(app)["Predicted area"] == f"{plain_px:,} px"
+    app.toggle(key="largest_3d").set_value(True).run()
+    assert metric_values(app)["Predicted area"] == f"{kept_px:,} px"
+    assert app.query_params["largest3d"] == "1"
 
 
 def test_optional_panels_travel_in_the_url(app: AppTest) -> None:

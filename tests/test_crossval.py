@@ -70,15 +70,6 @@ def test_resampled_pooled_tversky_matches_the_metric_on_the_full_sample() -> Non
     assert whole == pytest.approx(metrics.tversky(sum(counts, metrics.Counts(0, 0, 0))))
 
 
-def test_keep_largest_component_drops_the_smaller_3d_blob() -> None:
-    volume = np.zeros((6, 20, 20), bool)
-    volume[1:4, 2:8, 2:8] = True        # 108 voxels
-    volume[4, 15:17, 15:17] = True      # 4 voxels, not touching
-    kept = crossval.keep_largest_component(volume)
-    assert kept.sum() == 108 and not kept[4, 15:17, 15:17].any()
-    assert crossval.keep_largest_component(np.zeros((2, 4, 4), bool)).sum() == 0
-
-
 def test_out_of_fold_report_on_the_sample_patients(records, tmp_path: Path) -> None:
     """Two folds over the four sample patients, the shipped segmenter standing in for both members."""
     patients = sorted({r.patient for r in records})
