@@ -50,6 +50,8 @@ def _float_param(name: str, default: float) -> float:
 
 # The optional panels, as named in the URL's ``show`` parameter (e.g. ``show=why,3d``), by toggle key.
 PANELS_IN_URL = {"heat_map": "why", "tta": "uncertainty", "patient_3d": "3d"}
+# Where the uncertainty panel comes from, as named in the URL's ``uncertainty`` parameter.
+UNCERTAINTY_SOURCES = {"members": "the ensemble members' disagreement", "flips": "flip TTA (four flips)"}
 
 
 def restore_view(patients: dict[str, list[SliceRecord]], defaults: dict) -> None:
@@ -64,6 +66,9 @@ def restore_view(patients: dict[str, list[SliceRecord]], defaults: dict) -> None
     shown = set(st.query_params.get("show", "").split(","))
     for key, name in PANELS_IN_URL.items():
         st.session_state[key] = name in shown
+    wanted_source = st.query_params.get("uncertainty")
+    st.session_state.uncertainty_from = wanted_source if wanted_source in UNCERTAINTY_SOURCES else \
+        defaults.get("uncertainty", "flips")
     st.session_state.tumour_only = False
     if not patients:
         return
@@ -85,6 +90,10 @@ def share_view() -> None:
     if "patient" in st.session_state:
         view.update(patient=st.session_state.patient, slice=str(st.session_state.slice))
     shown = ",".join(name for key, name in PANELS_IN_URL.items() if st.session_state.get(key))
+    if st.session_state.get("tta"):
+        view["uncertainty"] = st.session_state.uncertainty_from
+    elif "uncertainty" in st.query_params:
+        del st.query_params["uncertainty"]
     if shown:
         view["show"] = shown
     elif "show" in st.query_params:
@@ -100,7 +109,7 @@ def reset_settings(defaults: dict) -> None:
     st.session_state.largest_3d = bool(defaults["largest_3d_component"])
 
 
-def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]], device: str,
+def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]], device: str, members: int,
             defaults: dict) -> Settings:
     with st.sidebar:
         st.subheader("Pipeline")
@@ -122,9 +131,16 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
                   help="Where the classifier saw evidence for tumour: LayerCAM, a Grad-CAM variant, at the first "
                        "ResNet50 stage (its peak falls inside the true tumour on most test tumour slices; the "
                        "model card has the figures).")
-        st.toggle("Uncertainty (flip TTA)", key="tta",
-                  help="Run the segmenter on four flips of the slice and average them; a panel shows where the "
-                       "flips disagree. About four times the segmenter's cost.")
+        if members == 1:
+            st.session_state.uncertainty_from = "flips"
+        st.toggle("Uncertainty", key="tta",
+                  help="A panel of where the prediction is unsure. From the ensemble members' disagreement (free: "
+                       "they run anyway), or from flip TTA: the segmenter on four flips of the slice, averaged, the "
+                       "panel showing where the flips disagree (about four times the segmenter's cost). The model "
+                       "card says which marks the wrong pixels better.")
+        if members > 1:
+            st.radio("Uncertainty from", list(UNCERTAINTY_SOURCES), format_func=UNCERTAINTY_SOURCES.get,
+                     key="uncertainty_from", disabled=not st.session_state.tta)
         st.divider()
         st.subheader("Gallery data")
         slices = sum(len(r) for r in patients.values())
@@ -134,7 +150,8 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
         if source.bundled:
             st.caption(f"For every patient of the dataset, {KAGGLE_HINT}.")
         st.subheader("Models")
-        st.markdown(f"Running on **{device}**")
+        st.markdown(f"Running on **{device}**" + (f"  \nSegmenter: the mean of {members} cross-validation members"
+                                                  if members > 1 else ""))
         st.caption("Loaded once per server and shared by every visitor.")
         st.divider()
         st.caption(":material/link: The address bar always holds this view (patient, slice, thresholds, image, extra panels): copy it to share.")
@@ -171,7 +188,12 @@ def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Predi
     of its volume) and the chosen explanations, the live metrics and the downloads of one slice; ``image_key``
     names the image in the explanation caches."""
     extra = []
-    if st.session_state.tta:
+    flips = st.session_state.tta and (st.session_state.uncertainty_from == "flips" or prediction.spread is None)
+    if st.session_state.tta and not flips:
+        extra.append(viz.Panel("Uncertainty: the ensemble members' disagreement (standard deviation of their "
+                               "probabilities; black 0 = all agree, yellow 0.5 = split)",
+                               viz.heat_image(prediction.spread, 0.5)))
+    if flips:
         augmented = service.tta(image_key, image_u8)
         prediction = augmented.prediction()
         mask = prediction.mask(settings.threshold, settings.gate, settings.min_area)
@@ -187,7 +209,7 @@ def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Predi
     for column, panel in zip(st.columns(len(panels) + len(extra)), panels + extra):
         column.image(panel.image_u8, caption=panel.title, width="stretch")
     st.markdown(viz.legend_html(truth is not None), unsafe_allow_html=True)
-    if st.session_state.tta:
+    if flips:
         st.caption("Flip TTA on: the mask, metrics and downloads of this slice use the mean of the segmenter on "
                    "four flips, of this slice alone; the classifier, the input check and the patient charts use the "
                    "plain models.")
@@ -521,7 +543,7 @@ def main() -> None:
         patients = {}
     restore_view(patients, defaults)
     model = service.predictor()
-    settings = sidebar(source, patients, service.device_label(model), defaults)
+    settings = sidebar(source, patients, service.device_label(model), model.members, defaults)
     metrics = service.load_test_metrics()
     intro(metrics)
     tabs = st.tabs([":material/photo_library: Gallery", ":material/upload_file: Upload",

@@ -154,6 +154,25 @@ def test_optional_panels_travel_in_the_url(app: AppTest) -> None:
     assert "show" not in app.query_params
 
 
+def test_uncertainty_panel_comes_from_the_chosen_source(app: AppTest) -> None:
+    """With an ensemble shipped, the members' disagreement is a free panel and flip TTA the other choice; with one
+    segmenter only flip TTA exists. The source travels in the URL."""
+    members = Predictor(check=False).members
+    app.query_params.update(show="uncertainty", uncertainty="members")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    captions = [i.captions[0] for i in app.image]
+    if members == 1:
+        assert [r.key for r in app.sidebar.radio] == ["view"] and app.query_params["uncertainty"] == "flips"
+        assert any(c.startswith("Uncertainty: share of the 4 flips") for c in captions)
+        return
+    assert app.sidebar.radio(key="uncertainty_from").value == "members"
+    assert any(c.startswith("Uncertainty: the ensemble members' disagreement") for c in captions)
+    app.sidebar.radio(key="uncertainty_from").set_value("flips").run()
+    assert any(c.startswith("Uncertainty: share of the 4 flips") for c in [i.captions[0] for i in app.image])
+    assert app.query_params["uncertainty"] == "flips"
+
+
 def test_unknown_query_parameters_fall_back_to_the_first_view(app: AppTest, samples: dict) -> None:
     app.query_params.update(patient="TCGA_XX_0000_20000101", slice="999", threshold="7", view="x-ray", show="x,,y")
     app.run()
