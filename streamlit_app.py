@@ -511,7 +511,7 @@ def volume_tab(settings: Settings) -> None:
 
 # ---- model card and test metrics -----------------------------------------------------------------
 
-def model_tab(metrics: dict | None) -> None:
+def model_tab(metrics: dict | None, members: list[Path]) -> None:
     st.subheader("Test metrics")
     if metrics is None:
         st.info("`weights/metrics_test.json` is missing: the test-split charts appear once it is computed.")
@@ -523,8 +523,11 @@ def model_tab(metrics: dict | None) -> None:
     st.subheader("Training")
     columns = st.columns(2)
     for column, kind in zip(columns, ("segmenter", "classifier")):
+        histories = service.load_member_histories(members) if kind == "segmenter" and len(members) > 1 else {}
         history = service.load_history(kind)
-        if history is None:
+        if histories:
+            column.plotly_chart(viz.member_curves(histories), key="history_members")
+        elif history is None:
             column.info(f"`weights/history_{kind}.json` is missing.")
         else:
             column.plotly_chart(viz.training_curves(history), key=f"history_{kind}")
@@ -555,7 +558,7 @@ def main() -> None:
     with tabs[2]:
         volume_tab(settings)
     with tabs[3]:
-        model_tab(metrics)
+        model_tab(metrics, model.segmenter_files)
     share_view()
     service.prefetch(str(source.folder), neighbours)   # after the whole page: the next visit is then a cache hit
     memory.release()   # what this run freed (predictions, cached copies) goes back to the OS, not kept by malloc

@@ -328,3 +328,10 @@ def load_test_metrics(path: Path = METRICS_FILE) -> dict | None:
 def load_history(kind: str, folder: Path = WEIGHTS_DIR) -> dict | None:
     """``weights/history_<kind>.json``, if any."""
     return _read_json(folder / f"history_{kind}.json")
+
+
+def load_member_histories(members: Sequence[Path]) -> dict[str, dict]:
+    """Each ensemble member's ``<member>_history.json`` beside its weights, by member name (missing ones left
+    out)."""
+    found = {Path(m).stem: _read_json(Path(m).with_name(f"{Path(m).stem}_history.json")) for m in members}
+    return {name: history for name, history in found.items() if history is not None}

@@ -27,6 +27,7 @@ OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
 TRUE_COLOUR, PREDICTED_COLOUR = "#0099ff", "#ff4b6e"
 
 # Heat-map ramp (black -> purple -> red -> orange -> pale yellow, close to matplotlib's "magma").
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")   # one colour per line
 HEAT_RAMP = np.array([(0, 0, 4), (81, 18, 124), (183, 55, 121), (252, 137, 97), (252, 253, 191)], np.float32)
 
 
@@ -146,6 +147,29 @@ def training_curves(history: dict) -> go.Figure:
     kind = history.get("kind", "model")
     _layout(figure, f"{kind.capitalize()} training, per epoch",
             "loss: mean over train-patient batches · metrics: val patients", height=420)
+    figure.update_layout(margin={"t": 100})
+    return figure
+
+
+def member_curves(histories: dict[str, dict]) -> go.Figure:
+    """The ensemble members' training, one line each: train loss per epoch beside the per-volume Dice on the
+    member's own held-out patients (epochs it validated), from their ``foldK_history.json``."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("train loss", "held-out Dice (per volume)"),
+                           horizontal_spacing=0.12)
+    for index, (name, history) in enumerate(histories.items()):
+        epochs = history["epochs"]
+        colour = PALETTE[index % len(PALETTE)]
+        figure.add_scatter(x=[e["epoch"] for e in epochs], y=[e.get("train_loss") for e in epochs], name=name,
+                           mode="lines", line={"color": colour}, legendgroup=name, row=1, col=1)
+        validated = [e for e in epochs if "volume_dice" in e]
+        figure.add_scatter(x=[e["epoch"] for e in validated], y=[e["volume_dice"] for e in validated], name=name,
+                           mode="lines+markers", line={"color": colour}, legendgroup=name, showlegend=False,
+                           row=1, col=2)
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(range=[0, 1.02], row=1, col=2)
+    _layout(figure, f"Segmenter: the {len(histories)} cross-validation members, per epoch",
+            "loss: mean over the member's training batches · Dice: its own held-out patients (bf16, no gate)",
+            height=420)
     figure.update_layout(margin={"t": 100})
     return figure
 

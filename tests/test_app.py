@@ -333,3 +333,15 @@ def test_training_curves_plot_every_epoch() -> None:
         assert len(figure.layout.shapes) == 2 * max(len(stages) - 1, 0)      # a line per later stage, both panels
         assert [a.text for a in figure.layout.annotations if a.text in {s["name"] for s in stages}] == \
                [s["name"] for s in stages[1:] for _ in range(2)]
+
+
+def test_member_curves_show_each_fold_member_and_its_validated_epochs() -> None:
+    members = sorted((WEIGHTS_DIR / "folds").glob("fold*.safetensors"))
+    histories = service.load_member_histories(members + [WEIGHTS_DIR / "folds" / "absent.safetensors"])
+    assert list(histories) == [m.stem for m in members]          # the one without a history is left out
+    figure = viz.member_curves(histories)
+    assert [t.name for t in figure.data] == [name for name in histories for _ in range(2)]
+    for name, history in histories.items():
+        loss, dice = [t for t in figure.data if t.name == name]
+        assert len(loss.x) == len(history["epochs"])
+        assert list(dice.y) == [e["volume_dice"] for e in history["epochs"] if "volume_dice" in e]
