@@ -14,21 +14,23 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from scipy.special import softmax
+from scipy.special import expit, logit, softmax
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHBOURS, OK, ONE_SEQUENCE_SHARE,
-                             ContentModel, InputCheck, assess, content_features, feature_distance, slice_statistics,
-                             thumbnail, unit_rows)
+                             ContentModel, InputCheck, assess, content_features, feature_distance,
+                             mahalanobis, slice_statistics, thumbnail, unit_rows)
 from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import resize_image
+from brainseg.samples import SAMPLES_DIR
 from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256
 
 INTENSITY_STATISTICS = tuple(f"{kind}_{c}" for c in range(3) for kind in ("mean", "std"))
-FALSE_ALARM_TARGET = 0.005   # share of validation slices each layer may flag
+FALSE_ALARM_TARGET = 0.005   # share of validation slices the intensity layer may flag; the three learned scores
+                             # together may flag as many of them and of their FLAIR-only copies
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)   # candidate widenings of the training range, as a share of its span
 
 
@@ -63,6 +65,7 @@ def _smallest_margin(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> f
 
 PCA_COMPONENTS = 24
 L2 = 1e-2
+SHRINK = 0.1                 # covariance shrinkage towards the identity for the one-class distance
 
 
 def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = L2) -> tuple[np.ndarray, ...]:
@@ -94,22 +97,59 @@ def _not_lgg(model: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
     return 1.0 - softmax(x @ weights.T + bias, axis=1)[:, 0]
 
 
-def fit_content(rows: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, classes: int) -> tuple[tuple, float]:
-    """The content model and its threshold: the validation quantile that flags FALSE_ALARM_TARGET of LGG slices."""
+def fit_one_class(lgg_rows: np.ndarray, shrink: float = SHRINK) -> tuple[np.ndarray, ...]:
+    """Mean, spread and precision (inverse shrunk covariance of the standardised rows) of ``NxF`` LGG content
+    rows: the one-class part of :class:`brainseg.checks.ContentModel` (unclipped: clipping the standardised rows at
+    5, 10 or 20 sd caught fewer left-out package images at the same validation false alarms)."""
+    rows = np.asarray(lgg_rows, np.float64)
+    mean, std = rows.mean(0), np.maximum(rows.std(0), 1e-4)
+    z = (rows - mean) / std
+    covariance = (1 - shrink) * np.cov(z.T) + shrink * np.eye(z.shape[1])
+    return tuple(np.ascontiguousarray(a, np.float32) for a in (mean, std, np.linalg.inv(covariance)))
+
+
+def validation_threshold(scores: np.ndarray, groups: np.ndarray) -> float:
+    """The score above which at most FALSE_ALARM_TARGET of each group of validation rows lies (the groups:
+    three-channel slices and their FLAIR-only copies, so that neither kind of upload is flagged more)."""
+    return float(max(np.quantile(scores[groups == g], 1 - FALSE_ALARM_TARGET) for g in np.unique(groups)))
+
+
+def joint_thresholds(scores: Sequence[np.ndarray], groups: np.ndarray) -> list[float]:
+    """Thresholds for several scores of the validation rows, chosen together: each score less its own
+    :func:`validation_threshold`, then the largest of those excesses thresholded again, so that between them they
+    flag at most FALSE_ALARM_TARGET of each group. Scores on a log scale (log-odds, log distances): a ratio to the
+    threshold would leave a probability no room above it."""
+    scales = [validation_threshold(score, groups) for score in scores]
+    joint = validation_threshold(np.max([score - scale for score, scale in zip(scores, scales)], axis=0), groups)
+    return [scale + joint for scale in scales]
+
+
+def fit_content(rows: np.ndarray, labels: np.ndarray, one_class: tuple[np.ndarray, ...], val_rows: np.ndarray,
+                val_neighbour_distance: np.ndarray, val_groups: np.ndarray,
+                classes: int) -> tuple[tuple, float, float, float]:
+    """The softmax regression and the thresholds of the three learned scores, chosen together on validation
+    (:func:`joint_thresholds`): P(not LGG), the one-class distance and the k-NN feature distance."""
     model = fit_softmax(rows, labels, classes)
-    return model, float(np.quantile(_not_lgg(model, val_rows), 1 - FALSE_ALARM_TARGET))
+    log_odds = logit(np.clip(_not_lgg(model, val_rows), 1e-7, 1 - 1e-7))
+    thresholds = joint_thresholds([log_odds, np.log(mahalanobis(val_rows, *one_class)),
+                                   np.log(val_neighbour_distance)], val_groups)
+    return model, float(expit(thresholds[0])), float(np.exp(thresholds[1])), float(np.exp(thresholds[2]))
 
 
-def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str], val_rows: np.ndarray,
+def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str], one_class: tuple[np.ndarray, ...],
+                       val_rows: np.ndarray, val_neighbour_distance: np.ndarray, val_groups: np.ndarray,
                        classes: int) -> dict[str, dict]:
-    """For each type of negative: fit without it, threshold on validation, and the share of it flagged."""
+    """For each type of negative: fit without it, thresholds on validation, and the share of it flagged (by either
+    score; the one-class part never sees negatives)."""
     types = np.asarray(types)
     result = {}
     for kind in sorted(set(types[labels > 0])):
         keep = types != kind
-        model, threshold = fit_content(rows[keep], labels[keep], val_rows, classes)
-        scores = _not_lgg(model, rows[types == kind])
-        result[kind] = {"images": int((types == kind).sum()), "flagged": float((scores > threshold).mean())}
+        model, threshold, distance_threshold, _ = fit_content(rows[keep], labels[keep], one_class, val_rows,
+                                                               val_neighbour_distance, val_groups, classes)
+        left_out = rows[types == kind]
+        flagged = (_not_lgg(model, left_out) > threshold) | (mahalanobis(left_out, *one_class) > distance_threshold)
+        result[kind] = {"images": int(len(left_out)), "flagged": float(flagged.mean())}
     return result
 
 
@@ -130,7 +170,6 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     train_raw = classifier_features(predictor, train_images, desc="train")
     neighbours = unit_rows(train_raw)
     val_raw = classifier_features(predictor, val_images, desc="val")
-    val_distance = feature_distance(val_raw, neighbours)
 
     flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
     val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
@@ -140,7 +179,8 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     thumbnail_mean, thumbnail_components = principal_components(np.stack([thumbnail(i) for i in train_images]),
                                                                 PCA_COMPONENTS)
     projection = ContentModel(families, tuple(FAMILIES[f] for f in families), pca_mean, pca_components,
-                              thumbnail_mean, thumbnail_components, *([np.zeros(0, np.float32)] * 4), 0.0)
+                              thumbnail_mean, thumbnail_components, *([np.zeros(0, np.float32)] * 4), 0.0,
+                              *([np.zeros(0, np.float32)] * 3), 0.0)
 
     def rows_of(images: Sequence[np.ndarray], raw: np.ndarray | None = None, desc: str = "content") -> np.ndarray:
         raw = classifier_features(predictor, images, desc=desc) if raw is None else raw
@@ -152,17 +192,25 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     labels = np.array([0] * len(positive_rows) + [1 + families.index(family) for family, _, _ in made])
     types = ["lgg"] * len(positive_rows) + [f"{family}: {'derived' if source == 'derived' else 'packaged'}"
                                             for family, source, _ in made]
-    val_rows = np.concatenate([rows_of(val_images, val_raw), rows_of(val_flair, desc="val FLAIR-only")])
+    val_flair_raw = classifier_features(predictor, val_flair, desc="val FLAIR-only")
+    val_rows = np.concatenate([rows_of(val_images, val_raw), rows_of(val_flair, val_flair_raw)])
+    val_distance = feature_distance(np.concatenate([val_raw, val_flair_raw]), neighbours)
     classes = 1 + len(families)
-    (mean, std, weights, bias), threshold = fit_content(rows, labels, val_rows, classes)
+    one_class = fit_one_class(positive_rows)
+    val_groups = np.repeat([0, 1], [len(val_images), len(val_flair)])
+    (mean, std, weights, bias), threshold, distance_threshold, neighbour_threshold = fit_content(
+        rows, labels, one_class, val_rows, val_distance, val_groups, classes)
     payload = {
         "method": "intensity ranges: training quantiles 0.1%-99.9% widened by a margin chosen on validation; "
-                  f"learned: cosine distance to the {NEIGHBOURS}th nearest training feature, threshold = "
-                  f"validation quantile {1 - FALSE_ALARM_TARGET:.3f}; content: softmax regression on brain "
-                  f"histograms, channel structure and {PCA_COMPONENTS} principal components each of the classifier's "
-                  "pooled features and of 16x16 thumbnails, LGG (three channels and FLAIR-only) against negatives made from training "
-                  "patients and package-shipped images (brainseg.negatives), threshold = validation quantile "
-                  f"{1 - FALSE_ALARM_TARGET:.3f} of P(not LGG) over validation slices and their FLAIR-only copies",
+                  f"learned: (1) cosine distance to the {NEIGHBOURS}th nearest training feature; content, on brain "
+                  f"histograms, channel structure and {PCA_COMPONENTS} principal components each of the "
+                  "classifier's pooled features and of 16x16 thumbnails: (2) a softmax regression of LGG (three "
+                  "channels and FLAIR-only) against negatives made from training patients and package-shipped "
+                  "images (brainseg.negatives), (3) a one-class Mahalanobis distance to the LGG training rows "
+                  f"(standardised, covariance shrunk {SHRINK:g} towards the identity); the thresholds of (1)-(3) "
+                  "together (log-odds and log distances, each less its validation quantile, the largest excess at "
+                  f"the validation quantile) so that between them they flag at most {100 * FALSE_ALARM_TARGET:g}% "
+                  "of the validation slices and at most as many of their FLAIR-only copies",
         "classifier_sha256": sha256(weights_dir / "classifier.safetensors"),
         "train_slices": len(train), "val_slices": len(val),
         "train_one_sequence_share": float(np.mean([s["identical_channels"] >= ONE_SEQUENCE_SHARE
@@ -170,18 +218,21 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
         "margin": margin,
         "low": dict(zip(INTENSITY_STATISTICS, low.round(4).tolist())),
         "high": dict(zip(INTENSITY_STATISTICS, high.round(4).tolist())),
-        "distance_threshold": float(np.quantile(val_distance, 1 - FALSE_ALARM_TARGET)),
+        "distance_threshold": neighbour_threshold,
         "content_families": list(families),
         "content_reasons": [FAMILIES[f] for f in families],
         "content_threshold": threshold,
+        "content_distance_threshold": distance_threshold,
         "content_training": {"lgg": int((labels == 0).sum()),
                              **{t: int(sum(1 for x in types if x == t)) for t in sorted(set(types) - {"lgg"})}},
         "content_sources": sorted({source for _, source, _ in made}),
-        "leave_one_type_out": leave_one_type_out(rows, labels, types, val_rows, classes),
+        "leave_one_type_out": leave_one_type_out(rows, labels, types, one_class, val_rows, val_distance, val_groups,
+                                                 classes),
     }
     save_file({"train_features": neighbours.astype(np.float16), "pca_mean": pca_mean, "pca_components": pca_components,
                "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean,
-               "feature_std": std, "weights": weights, "bias": bias}, str(weights_dir / CHECK_TENSORS))
+               "feature_std": std, "weights": weights, "bias": bias, "lgg_mean": one_class[0],
+               "lgg_std": one_class[1], "lgg_precision": one_class[2]}, str(weights_dir / CHECK_TENSORS))
     record_checksum(weights_dir / CHECK_TENSORS)
     (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
     return payload
@@ -217,21 +268,24 @@ def check_images(predictor: Predictor, images_u8: Sequence[np.ndarray], batch_si
     return [assess(image, row, predictor.input_check) for image, row in zip(images_u8, features)]
 
 
-def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path | None) -> dict:
-    """False alarms on ``test`` (every slice), the verdict of every foreign image and of LGG variants."""
+def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path | None,
+            samples: Sequence[SliceRecord] = ()) -> dict:
+    """False alarms on ``test`` (every slice, as they are and altered by each of :func:`variants`) and on the
+    tumour slices of ``samples``; the verdict of every foreign image, as uploaded and resized to 256x256."""
     images = [read_slice(r.image_path) for r in test]
     checks = check_images(predictor, images)
     flagged = [r.name for r, c in zip(test, checks) if c.flagged]
     result: dict = {"test_slices": len(test), "test_flagged": len(flagged),
                     "test_false_alarm_rate": len(flagged) / max(len(test), 1), "test_flagged_files": flagged}
-    picks = images[len(images) // 2::max(len(images) // 8, 1)][:8]
     result["variants"] = {}
     for name in EXPECTED:
-        verdicts = [c.verdict for c in check_images(predictor, [variants(image)[name] for image in picks])]
+        verdicts = [c.verdict for c in check_images(predictor, [variants(image)[name] for image in images])]
         result["variants"][name] = {"slices": len(verdicts), "flagged": sum(v != OK for v in verdicts),
                                     "expected": "/".join(EXPECTED[name])}
-    flair_checks = check_images(predictor, [np.repeat(image[..., 1:2], 3, axis=2) for image in images])
-    result["test_flair_only_flagged"] = sum(c.flagged for c in flair_checks)
+    result["test_flair_only_flagged"] = result["variants"]["FLAIR copied into all three channels"]["flagged"]
+    tumour = [read_slice(r.image_path) for r in samples if r.tumour]
+    result["sample_tumour_slices"] = len(tumour)
+    result["sample_tumour_flagged"] = sum(c.flagged for c in check_images(predictor, tumour)) if tumour else 0
     if foreign_dir is not None:
         files = sorted(p for p in Path(foreign_dir).iterdir() if p.suffix.lower() in SUFFIXES)
         uploads = [read_slice(p) for p in files]
@@ -248,9 +302,10 @@ def summary(result: dict) -> str:
     """Markdown lines for the model card."""
     lines = [f"- False alarms on the test split: {result['test_flagged']} of {result['test_slices']} slices "
              f"({100 * result['test_false_alarm_rate']:.1f}%)."]
-    if "test_flair_only_flagged" in result:
-        lines.append(f"- The same test slices with only their FLAIR channel (copied to three): "
-                     f"{result['test_flair_only_flagged']} flagged.")
+    lines.append(f"- The same test slices with only their FLAIR channel (copied to three): "
+                 f"{result['test_flair_only_flagged']} flagged.")
+    lines.append(f"- Bundled sample patients' tumour slices: {result['sample_tumour_flagged']} of "
+                 f"{result['sample_tumour_slices']} flagged.")
     if "foreign_resized_256" in result:
         lines.append(f"- Foreign images resized to 256x256 (PNG): {result['foreign_resized_256_flagged']} flagged.")
     if "foreign" in result:
@@ -282,7 +337,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.no_measure:
         return payload
     predictor = Predictor(args.weights)
-    result = measure(predictor, select(records, split["test"]), Path(args.foreign) if args.foreign else None)
+    result = measure(predictor, select(records, split["test"]), Path(args.foreign) if args.foreign else None,
+                     index_dataset(SAMPLES_DIR))
     (Path(args.weights) / "input_check_measurement.json").write_text(json.dumps(result, indent=1) + "\n")
     print(summary(result))
     return payload

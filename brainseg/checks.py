@@ -1,6 +1,6 @@
 """The input check: is a slice like the training data? A score, a verdict and the reasons behind it.
 
-Two layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.calibrate`) and shipped in
+Three layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.calibrate`) and shipped in
 ``weights/``:
 
 - structure and statistics of the pixels: size and aspect against the dataset's 256x256, identical
@@ -8,7 +8,10 @@ Two layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.calib
   against the training split's range;
 - learned: the cosine distance from the classifier's pooled 2048-d features to their 10 nearest
   training-split neighbours (it separated foreign images better than a shrunk-covariance Mahalanobis
-  distance or the energy score; see :func:`brainseg.calibrate.measure`).
+  distance or the energy score);
+- content (:class:`ContentModel`): brain histograms, channel structure, the slice's layout (16x16 thumbnail) and
+  the classifier's pooled features, scored by a softmax regression against negatives of known kinds
+  (:mod:`brainseg.negatives`) and by a one-class distance to the LGG training slices.
 
 Ranges come from training-split slices, thresholds from the validation patients; never the test split.
 ``assess`` is pure and cheap (a few ms a slice); :class:`brainseg.inference.Predictor` runs it on every slice.
@@ -64,7 +67,11 @@ class Calibration:
 
 @dataclass(frozen=True)
 class ContentModel:
-    """Softmax regression over content features: class 0 is LGG, the others the negative families."""
+    """Two scores over content features, each with its threshold (chosen together on validation):
+
+    - a softmax regression, class 0 LGG and the others the negative families: P(not LGG);
+    - a one-class Mahalanobis distance to the LGG training rows (standardised, shrunk covariance): it does not
+      depend on which negatives were seen, so it also fires on kinds none of them resembles."""
 
     families: tuple[str, ...]        # class names after "lgg", keys of brainseg.negatives.FAMILIES
     reasons: tuple[str, ...]         # the reason in words for each family
@@ -77,11 +84,26 @@ class ContentModel:
     weights: np.ndarray              # CxF
     bias: np.ndarray                 # C
     threshold: float                 # probability of "not LGG" above which a slice is flagged (validation)
+    lgg_mean: np.ndarray             # F: the LGG training rows' mean ...
+    lgg_std: np.ndarray              # F: ... and spread, for the one-class distance
+    lgg_precision: np.ndarray        # FxF: inverse of their shrunk covariance (standardised rows)
+    distance_threshold: float        # one-class distance above which a slice is flagged (validation)
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """``BxC`` class probabilities of ``BxF`` content-feature rows."""
         x = (np.asarray(rows, np.float32) - self.feature_mean) / self.feature_std
         return softmax(x @ self.weights.T + self.bias, axis=1)
+
+    def distances(self, rows: np.ndarray) -> np.ndarray:
+        """``B`` one-class distances of ``BxF`` content-feature rows to the LGG training rows."""
+        return mahalanobis(rows, self.lgg_mean, self.lgg_std, self.lgg_precision)
+
+
+def mahalanobis(rows: np.ndarray, mean: np.ndarray, std: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """``B`` squared Mahalanobis distances of ``BxF`` rows, standardised by ``mean`` and ``std``, under the
+    ``FxF`` ``precision`` of the standardised reference rows."""
+    z = (np.asarray(rows, np.float32) - mean) / std
+    return np.einsum("ij,jk,ik->i", z, precision, z)
 
 
 @dataclass(frozen=True)
@@ -195,13 +217,18 @@ def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration)
     strong_reasons += _intensity_reasons(statistics, calibration)
     content = calibration.content
     if content is not None:
-        row = content_features(measured, features, content)
-        probabilities = content.probabilities(row[None])[0]
+        row = content_features(measured, features, content)[None]
+        probabilities = content.probabilities(row)[0]
+        family = content.reasons[int(np.argmax(probabilities[1:]))]
+        distance = float(content.distances(row)[0]) / content.distance_threshold
         if 1.0 - probabilities[0] > content.threshold:
-            family = int(np.argmax(probabilities[1:]))
-            strong_reasons.append(f"{content.reasons[family]} (content check: {100 * (1 - probabilities[0]):.0f}% "
+            strong_reasons.append(f"{family} (content check: {100 * (1 - probabilities[0]):.0f}% "
                                   "unlike the training slices)")
             ratio = max(ratio, float((1.0 - probabilities[0]) / content.threshold))
+        elif distance > 1.0:
+            strong_reasons.append(f"its content (brain histograms, layout, classifier features) is unlike every "
+                                  f"training slice ({distance:.1f}x the validation threshold); nearest kind: {family}")
+            ratio = max(ratio, distance)
     one_sequence = statistics["identical_channels"] >= ONE_SEQUENCE_SHARE
     if not size_reasons and not strong_reasons:
         return InputCheck(ratio, OK, ())
@@ -227,7 +254,9 @@ def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | Non
                                tensors["pca_mean"], tensors["pca_components"], tensors["thumbnail_mean"],
                                tensors["thumbnail_components"], tensors["feature_mean"],
                                tensors["feature_std"], tensors["weights"], tensors["bias"],
-                               float(payload["content_threshold"])) if "content_families" in payload else None
+                               float(payload["content_threshold"]), tensors["lgg_mean"], tensors["lgg_std"],
+                               tensors["lgg_precision"], float(payload["content_distance_threshold"])
+                               ) if "content_families" in payload else None
         calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
                                   tensors["train_features"].astype(np.float32), payload["classifier_sha256"],
                                   content)
