@@ -15,7 +15,7 @@ COMMANDS = {  # name: (module, help)
     "tune": ("brainseg.tune", "choose the pipeline's thresholds on the validation patients"),
     "samples": ("brainseg.samples", "bundle test-split patients into samples/"),
     "predict": ("brainseg.predict", "masks, overlays and a CSV for slice files and volumes, with the input check"),
-    "calibrate": ("brainseg.checks", "fit the input check on the training split, thresholds on validation"),
+    "calibrate": ("brainseg.calibrate", "fit the input check on the training split, thresholds on validation"),
     "benchmark": ("brainseg.benchmark", "latency, throughput, cold start, memory and FLOPs of inference"),
     "checksums": ("brainseg.checksums", "write or check weights/SHA256SUMS"),
     "explain": ("brainseg.explain", "heat-map hit rates and TTA against the plain model on a split"),

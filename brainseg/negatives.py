@@ -6,14 +6,16 @@ Two sources, nothing downloaded at run time:
   256x256 as an export would be), single sequences other than FLAIR copied to three channels, channel
   permutations and inverted intensities;
 - real medical images that pip packages ship inside their wheels (development dependencies only): matplotlib's
-  sagittal head MRI, nilearn's MNI T1 template sliced in all three planes, pydicom's CT and MR test files,
-  pydicom-data's radiograph, head CT, shoulder MR and ultrasound, scikit-image's retina, phantom and histology.
+  sagittal head MRI, nilearn's MNI T1 template sliced in all three planes, dipy's coronal T1 slice and axial
+  diffusion b0 (T2-weighted) slices, pydicom's CT and MR test files, pydicom-data's chest and extremity
+  radiographs, head CT, shoulder and abdominal MR and two ultrasounds, scikit-image's retina, phantom and histology.
 
 ``../shared/foreign`` is a test set for the check and is never read here.
 """
 from __future__ import annotations
 
 import gzip
+import importlib.util
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -80,18 +82,20 @@ def derived(records: Sequence[SliceRecord], per_patient: int = 4, seed: int = 0)
 
 
 def _site_file(package: str, *parts: str) -> Path | None:
-    try:
-        module = __import__(package)
-    except ImportError:
+    """A file inside an installed package, found without importing it (dipy's import takes seconds); None when
+    the package or the file is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
         return None
-    path = Path(module.__file__).parent.joinpath(*parts)
+    path = Path(spec.origin).parent.joinpath(*parts)
     return path if path.exists() else None
 
 
 def _dicom_pixels(path: Path) -> np.ndarray:
+    """The pixels of a DICOM file; of a multi-frame one, its middle frame."""
     import pydicom
     pixels = pydicom.dcmread(path).pixel_array
-    return pixels if pixels.ndim == 2 or pixels.shape[-1] == 3 else pixels[len(pixels) // 2]
+    return pixels if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 3) else pixels[len(pixels) // 2]
 
 
 def _mni_slices() -> list[tuple[str, np.ndarray]]:
@@ -108,6 +112,21 @@ def _mni_slices() -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _dipy_slices() -> list[tuple[str, str, np.ndarray]]:
+    """dipy's coronal T1 slice and the axial slices of its diffusion b0 volume (T2-weighted: one sequence)."""
+    out = []
+    coronal = _site_file("dipy", "data", "files", "t1_coronal_slice.npy")
+    if coronal is not None:
+        out.append((VIEW, "dipy t1_coronal_slice.npy (coronal T1)", np.load(coronal)))
+    b0 = _site_file("dipy", "data", "files", "S0_10slices.nii.gz")
+    if b0 is not None:
+        import nibabel
+        volume = np.asarray(nibabel.as_closest_canonical(nibabel.load(b0)).dataobj, dtype=np.float32)[..., 0]
+        out += [(SEQUENCE, "dipy S0_10slices.nii.gz (axial diffusion b0)", np.rot90(volume[:, :, z]))
+                for z in range(2, volume.shape[2] - 2)]
+    return out
+
+
 def packaged() -> list[tuple[str, str, np.ndarray]]:
     """``(family, source, image)`` for the medical images installed packages ship; missing packages are skipped."""
     sources: list[tuple[str, str, Callable[[], np.ndarray]]] = []
@@ -120,7 +139,8 @@ def packaged() -> list[tuple[str, str, np.ndarray]]:
         if path is not None:
             sources.append((family, f"pydicom {name}", lambda path=path: _dicom_pixels(path)))
     for name, family in (("RG1_UNCI.dcm", MODALITY), ("693_UNCI.dcm", MODALITY), ("MR2_UNCI.dcm", MODALITY),
-                         ("US1_UNCI.dcm", MODALITY)):
+                         ("US1_UNCI.dcm", MODALITY), ("RG3_UNCI.dcm", MODALITY),
+                         ("MR-SIEMENS-DICOM-WithOverlays.dcm", MODALITY), ("color3d_jpeg_baseline.dcm", MODALITY)):
         path = _site_file("pydicom_data", "data_store", "data", name) or _site_file("data_store", "data", name)
         if path is not None:
             sources.append((family, f"pydicom-data {name}", lambda path=path: _dicom_pixels(path)))
@@ -137,6 +157,7 @@ def packaged() -> list[tuple[str, str, np.ndarray]]:
         except (OSError, ValueError, RuntimeError, AttributeError):
             continue   # a package whose file cannot be decoded here is one negative fewer, not a failure
     out += [(family, "nilearn MNI152 T1 template", to_u8(image)) for family, image in _mni_slices()]
+    out += [(family, source, to_u8(image)) for family, source, image in _dipy_slices()]
     return out
 
 

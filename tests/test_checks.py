@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from brainseg.checks import CHECK_JSON, CHECK_TENSORS, EXPECTED, OK, calibrate, load_calibration, variants
+from brainseg.calibrate import EXPECTED, FALSE_ALARM_TARGET, calibrate, validation_threshold, variants
+from brainseg.checks import CHECK_JSON, CHECK_TENSORS, OK, load_calibration
 from brainseg.checksums import check_checksums
 from brainseg.data import index_dataset
 from brainseg.errors import BrainsegError
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, read_slice
 from brainseg.weights import CHECKSUMS, WEIGHTS_DIR
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +91,25 @@ def test_calibrate_records_its_features_file_in_the_checksums(tmp_path: Path) ->
     calibrate(Predictor(tmp_path, check=False), records[::6], records[1::12], tmp_path)
     assert load_calibration(tmp_path) is not None
     assert sorted(check_checksums(tmp_path)) == ["classifier.safetensors", CHECK_TENSORS, "segmenter.safetensors"]
+
+
+def test_the_check_imports_neither_inference_nor_torch() -> None:
+    """``assess`` sits below the Predictor: importing the check loads no inference module and no torch (the
+    ``calibrate`` command, which needs a Predictor, is its own module above inference)."""
+    code = ("import sys, brainseg.checks; "
+            "print(sorted(m for m in ('brainseg.inference', 'brainseg.calibrate', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_validation_threshold_holds_each_kind_of_upload_to_the_target() -> None:
+    """Three-channel slices and FLAIR-only copies are thresholded together, but neither may be flagged more often
+    than the target (a pooled quantile would put the false alarms on the group that scores higher)."""
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(0.0, 1.0, 2000), rng.normal(1.0, 1.0, 2000)])
+    groups = np.repeat([0, 1], 2000)
+    threshold = validation_threshold(scores, groups)
+    for group in (0, 1):
+        assert (scores[groups == group] > threshold).mean() <= FALSE_ALARM_TARGET
+    pooled = np.quantile(scores, 1 - FALSE_ALARM_TARGET)
+    assert (scores[groups == 1] > pooled).mean() > FALSE_ALARM_TARGET

@@ -1,0 +1,344 @@
+"""``python -m brainseg calibrate``: fit the input check (:mod:`brainseg.checks`) on the training split, its
+thresholds on the validation patients, and measure it on the test split, LGG variants and foreign images.
+
+Sits above :mod:`brainseg.inference` (it needs a Predictor for the classifier's features); the pure ``assess`` and
+the calibration record stay in :mod:`brainseg.checks`.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from scipy.special import expit, logit, softmax
+from safetensors.numpy import save_file
+from tqdm import tqdm
+
+from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHBOURS, OK, ONE_SEQUENCE_SHARE,
+                             ContentModel, InputCheck, assess, content_features, feature_distance,
+                             mahalanobis, slice_statistics, thumbnail, unit_rows)
+from brainseg.data import SliceRecord, index_dataset, load_split, select
+from brainseg.inference import Predictor
+from brainseg.io import SUFFIXES, encode_png, read_slice
+from brainseg.preprocess import resize_image
+from brainseg.samples import SAMPLES_DIR
+from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256
+
+INTENSITY_STATISTICS = tuple(f"{kind}_{c}" for c in range(3) for kind in ("mean", "std"))
+FALSE_ALARM_TARGET = 0.005   # share of validation slices the intensity layer may flag; the three learned scores
+                             # together may flag as many of them and of their FLAIR-only copies
+MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)   # candidate widenings of the training range, as a share of its span
+
+
+def principal_components(rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the first ``count`` principal directions (``count x D``) of ``NxD`` rows (calibration only)."""
+    import torch
+    x = torch.as_tensor(np.asarray(rows, np.float32))
+    mean = x.mean(0)
+    _, _, vectors = torch.linalg.svd(x - mean, full_matrices=False)
+    return mean.numpy(), np.ascontiguousarray(vectors[:count].numpy())
+
+
+def classifier_features(predictor: Predictor, images_u8: Sequence[np.ndarray], batch_size: int = 32,
+                        desc: str = "features") -> np.ndarray:
+    """``NxD`` pooled classifier features of many slices, as the Predictor computes them."""
+    chunks = []
+    for start in tqdm(range(0, len(images_u8), batch_size), desc=desc, unit="batch"):
+        features, _ = predictor.classifier_outputs(predictor.batch(images_u8[start:start + batch_size]))
+        chunks.append(features)
+    return np.concatenate(chunks)
+
+
+def _smallest_margin(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """The smallest margin (share of the range's span) that flags at most FALSE_ALARM_TARGET of ``values``."""
+    span = high - low
+    for margin in MARGINS:
+        outside = ((values < low - margin * span) | (values > high + margin * span)).any(axis=1)
+        if outside.mean() <= FALSE_ALARM_TARGET:
+            return margin
+    return MARGINS[-1]
+
+
+PCA_COMPONENTS = 24
+L2 = 1e-2
+SHRINK = 0.1                 # covariance shrinkage towards the identity for the one-class distance
+
+
+def fit_softmax(rows: np.ndarray, labels: np.ndarray, classes: int, l2: float = L2) -> tuple[np.ndarray, ...]:
+    """Standardisation and a class-balanced, L2-regularised softmax regression (L-BFGS) on ``NxF`` rows: mean,
+    std, weights ``CxF`` and bias ``C`` (calibration only)."""
+    import torch
+    x = torch.as_tensor(rows, dtype=torch.float32)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-4)
+    x = (x - mean) / std
+    y = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(y, minlength=classes).float().clamp_min(1)
+    weight = (counts.sum() / (classes * counts))
+    weights = torch.zeros(classes, x.shape[1], requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weights.T + bias, y, weight=weight) + l2 * (weights ** 2).sum()
+        loss.backward()
+        return loss
+    optimiser.step(closure)
+    return tuple(np.ascontiguousarray(t.detach().numpy()) for t in (mean, std, weights, bias))
+
+
+def _not_lgg(model: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
+    mean, std, weights, bias = model
+    x = (np.asarray(rows, np.float32) - mean) / std
+    return 1.0 - softmax(x @ weights.T + bias, axis=1)[:, 0]
+
+
+def fit_one_class(lgg_rows: np.ndarray, shrink: float = SHRINK) -> tuple[np.ndarray, ...]:
+    """Mean, spread and precision (inverse shrunk covariance of the standardised rows) of ``NxF`` LGG content
+    rows: the one-class part of :class:`brainseg.checks.ContentModel` (unclipped: clipping the standardised rows at
+    5, 10 or 20 sd caught fewer left-out package images at the same validation false alarms)."""
+    rows = np.asarray(lgg_rows, np.float64)
+    mean, std = rows.mean(0), np.maximum(rows.std(0), 1e-4)
+    z = (rows - mean) / std
+    covariance = (1 - shrink) * np.cov(z.T) + shrink * np.eye(z.shape[1])
+    return tuple(np.ascontiguousarray(a, np.float32) for a in (mean, std, np.linalg.inv(covariance)))
+
+
+def validation_threshold(scores: np.ndarray, groups: np.ndarray) -> float:
+    """The score above which at most FALSE_ALARM_TARGET of each group of validation rows lies (the groups:
+    three-channel slices and their FLAIR-only copies, so that neither kind of upload is flagged more)."""
+    return float(max(np.quantile(scores[groups == g], 1 - FALSE_ALARM_TARGET) for g in np.unique(groups)))
+
+
+def joint_thresholds(scores: Sequence[np.ndarray], groups: np.ndarray) -> list[float]:
+    """Thresholds for several scores of the validation rows, chosen together: each score less its own
+    :func:`validation_threshold`, then the largest of those excesses thresholded again, so that between them they
+    flag at most FALSE_ALARM_TARGET of each group. Scores on a log scale (log-odds, log distances): a ratio to the
+    threshold would leave a probability no room above it."""
+    scales = [validation_threshold(score, groups) for score in scores]
+    joint = validation_threshold(np.max([score - scale for score, scale in zip(scores, scales)], axis=0), groups)
+    return [scale + joint for scale in scales]
+
+
+def fit_content(rows: np.ndarray, labels: np.ndarray, one_class: tuple[np.ndarray, ...], val_rows: np.ndarray,
+                val_neighbour_distance: np.ndarray, val_groups: np.ndarray,
+                classes: int) -> tuple[tuple, float, float, float]:
+    """The softmax regression and the thresholds of the three learned scores, chosen together on validation
+    (:func:`joint_thresholds`): P(not LGG), the one-class distance and the k-NN feature distance."""
+    model = fit_softmax(rows, labels, classes)
+    log_odds = logit(np.clip(_not_lgg(model, val_rows), 1e-7, 1 - 1e-7))
+    thresholds = joint_thresholds([log_odds, np.log(mahalanobis(val_rows, *one_class)),
+                                   np.log(val_neighbour_distance)], val_groups)
+    return model, float(expit(thresholds[0])), float(np.exp(thresholds[1])), float(np.exp(thresholds[2]))
+
+
+def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str], one_class: tuple[np.ndarray, ...],
+                       val_rows: np.ndarray, val_neighbour_distance: np.ndarray, val_groups: np.ndarray,
+                       classes: int) -> dict[str, dict]:
+    """For each type of negative: fit without it, thresholds on validation, and the share of it flagged (by either
+    score; the one-class part never sees negatives)."""
+    types = np.asarray(types)
+    result = {}
+    for kind in sorted(set(types[labels > 0])):
+        keep = types != kind
+        model, threshold, distance_threshold, _ = fit_content(rows[keep], labels[keep], one_class, val_rows,
+                                                               val_neighbour_distance, val_groups, classes)
+        left_out = rows[types == kind]
+        flagged = (_not_lgg(model, left_out) > threshold) | (mahalanobis(left_out, *one_class) > distance_threshold)
+        result[kind] = {"images": int(len(left_out)), "flagged": float(flagged.mean())}
+    return result
+
+
+def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[SliceRecord],
+              weights_dir: str | Path = WEIGHTS_DIR, negative_records: Sequence[SliceRecord] | None = None) -> dict:
+    """Fit ranges, neighbours and the content model on ``train`` (negatives made from ``negative_records``,
+    default ``train``, and from package-shipped images), thresholds on ``val``; write them to ``weights_dir``."""
+    from brainseg.negatives import FAMILIES, negatives  # development-only packages are imported there, lazily
+    weights_dir = Path(weights_dir)
+    train_images = [read_slice(r.image_path) for r in train]
+    val_images = [read_slice(r.image_path) for r in val]
+    train_statistics = [slice_statistics(image) for image in train_images]
+    train_stats = np.array([[s[n] for n in INTENSITY_STATISTICS] for s in train_statistics])
+    val_stats = np.array([[slice_statistics(image)[n] for n in INTENSITY_STATISTICS] for image in val_images])
+    low, high = np.quantile(train_stats, 0.001, axis=0), np.quantile(train_stats, 0.999, axis=0)
+    margin = _smallest_margin(val_stats, low, high)
+    low, high = np.clip(low - margin * (high - low), 0, 1), np.clip(high + margin * (high - low), 0, 1)
+    train_raw = classifier_features(predictor, train_images, desc="train")
+    neighbours = unit_rows(train_raw)
+    val_raw = classifier_features(predictor, val_images, desc="val")
+
+    flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
+    val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
+    made = negatives(negative_records if negative_records is not None else train)
+    families = tuple(FAMILIES)
+    pca_mean, pca_components = principal_components(train_raw, PCA_COMPONENTS)
+    thumbnail_mean, thumbnail_components = principal_components(np.stack([thumbnail(i) for i in train_images]),
+                                                                PCA_COMPONENTS)
+    projection = ContentModel(families, tuple(FAMILIES[f] for f in families), pca_mean, pca_components,
+                              thumbnail_mean, thumbnail_components, *([np.zeros(0, np.float32)] * 4), 0.0,
+                              *([np.zeros(0, np.float32)] * 3), 0.0)
+
+    def rows_of(images: Sequence[np.ndarray], raw: np.ndarray | None = None, desc: str = "content") -> np.ndarray:
+        raw = classifier_features(predictor, images, desc=desc) if raw is None else raw
+        return np.stack([content_features(i, f, projection) for i, f in zip(images, raw)])
+
+    positive_rows = np.concatenate([rows_of(train_images, train_raw), rows_of(flair, desc="FLAIR-only")])
+    negative_rows = rows_of([image for _, _, image in made], desc="negatives")
+    rows = np.concatenate([positive_rows, negative_rows])
+    labels = np.array([0] * len(positive_rows) + [1 + families.index(family) for family, _, _ in made])
+    types = ["lgg"] * len(positive_rows) + [f"{family}: {'derived' if source == 'derived' else 'packaged'}"
+                                            for family, source, _ in made]
+    val_flair_raw = classifier_features(predictor, val_flair, desc="val FLAIR-only")
+    val_rows = np.concatenate([rows_of(val_images, val_raw), rows_of(val_flair, val_flair_raw)])
+    val_distance = feature_distance(np.concatenate([val_raw, val_flair_raw]), neighbours)
+    classes = 1 + len(families)
+    one_class = fit_one_class(positive_rows)
+    val_groups = np.repeat([0, 1], [len(val_images), len(val_flair)])
+    (mean, std, weights, bias), threshold, distance_threshold, neighbour_threshold = fit_content(
+        rows, labels, one_class, val_rows, val_distance, val_groups, classes)
+    payload = {
+        "method": "intensity ranges: training quantiles 0.1%-99.9% widened by a margin chosen on validation; "
+                  f"learned: (1) cosine distance to the {NEIGHBOURS}th nearest training feature; content, on brain "
+                  f"histograms, channel structure and {PCA_COMPONENTS} principal components each of the "
+                  "classifier's pooled features and of 16x16 thumbnails: (2) a softmax regression of LGG (three "
+                  "channels and FLAIR-only) against negatives made from training patients and package-shipped "
+                  "images (brainseg.negatives), (3) a one-class Mahalanobis distance to the LGG training rows "
+                  f"(standardised, covariance shrunk {SHRINK:g} towards the identity); the thresholds of (1)-(3) "
+                  "together (log-odds and log distances, each less its validation quantile, the largest excess at "
+                  f"the validation quantile) so that between them they flag at most {100 * FALSE_ALARM_TARGET:g}% "
+                  "of the validation slices and at most as many of their FLAIR-only copies",
+        "classifier_sha256": sha256(weights_dir / "classifier.safetensors"),
+        "train_slices": len(train), "val_slices": len(val),
+        "train_one_sequence_share": float(np.mean([s["identical_channels"] >= ONE_SEQUENCE_SHARE
+                                                   for s in train_statistics])),
+        "margin": margin,
+        "low": dict(zip(INTENSITY_STATISTICS, low.round(4).tolist())),
+        "high": dict(zip(INTENSITY_STATISTICS, high.round(4).tolist())),
+        "distance_threshold": neighbour_threshold,
+        "content_families": list(families),
+        "content_reasons": [FAMILIES[f] for f in families],
+        "content_threshold": threshold,
+        "content_distance_threshold": distance_threshold,
+        "content_training": {"lgg": int((labels == 0).sum()),
+                             **{t: int(sum(1 for x in types if x == t)) for t in sorted(set(types) - {"lgg"})}},
+        "content_sources": sorted({source for _, source, _ in made}),
+        "leave_one_type_out": leave_one_type_out(rows, labels, types, one_class, val_rows, val_distance, val_groups,
+                                                 classes),
+    }
+    save_file({"train_features": neighbours.astype(np.float16), "pca_mean": pca_mean, "pca_components": pca_components,
+               "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean,
+               "feature_std": std, "weights": weights, "bias": bias, "lgg_mean": one_class[0],
+               "lgg_std": one_class[1], "lgg_precision": one_class[2]}, str(weights_dir / CHECK_TENSORS))
+    record_checksum(weights_dir / CHECK_TENSORS)
+    (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
+    return payload
+
+
+# ---- measurement ----------------------------------------------------------------------------------
+
+def variants(image_u8: np.ndarray) -> dict[str, np.ndarray]:
+    """Altered copies of an LGG slice, named by what was done; ``EXPECTED`` says which should pass."""
+    height, width = image_u8.shape[:2]
+    jpeg = io.BytesIO()
+    Image.fromarray(image_u8).save(jpeg, format="JPEG", quality=75)
+    return {
+        "rotated 90 degrees": np.ascontiguousarray(np.rot90(image_u8)),
+        "flipped left-right": np.ascontiguousarray(image_u8[:, ::-1]),
+        "FLAIR copied into all three channels": np.repeat(image_u8[..., 1:2], 3, axis=2),
+        "JPEG quality 75": read_slice(jpeg.getvalue(), name="jpeg"),
+        "cropped to a non-square 224x192": np.ascontiguousarray(image_u8[height // 8:-height // 8, width // 16:-width // 16]),
+        "downsized to 128x128": np.asarray(Image.fromarray(image_u8).resize((128, 128), Image.BILINEAR)),
+    }
+
+
+EXPECTED = {  # variant: verdicts it may get
+    "rotated 90 degrees": (OK,), "flipped left-right": (OK,), "FLAIR copied into all three channels": (OK,),
+    "JPEG quality 75": (OK,), "cropped to a non-square 224x192": (CAUTION, FOREIGN),
+    "downsized to 128x128": (CAUTION, FOREIGN),
+}
+
+
+def check_images(predictor: Predictor, images_u8: Sequence[np.ndarray], batch_size: int = 32) -> list[InputCheck]:
+    """The check alone (classifier forward pass only) for many slices: what calibration and measurement use."""
+    features = classifier_features(predictor, images_u8, batch_size, desc="check")
+    return [assess(image, row, predictor.input_check) for image, row in zip(images_u8, features)]
+
+
+def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path | None,
+            samples: Sequence[SliceRecord] = ()) -> dict:
+    """False alarms on ``test`` (every slice, as they are and altered by each of :func:`variants`) and on the
+    tumour slices of ``samples``; the verdict of every foreign image, as uploaded and resized to 256x256."""
+    images = [read_slice(r.image_path) for r in test]
+    checks = check_images(predictor, images)
+    flagged = [r.name for r, c in zip(test, checks) if c.flagged]
+    result: dict = {"test_slices": len(test), "test_flagged": len(flagged),
+                    "test_false_alarm_rate": len(flagged) / max(len(test), 1), "test_flagged_files": flagged}
+    result["variants"] = {}
+    for name in EXPECTED:
+        verdicts = [c.verdict for c in check_images(predictor, [variants(image)[name] for image in images])]
+        result["variants"][name] = {"slices": len(verdicts), "flagged": sum(v != OK for v in verdicts),
+                                    "expected": "/".join(EXPECTED[name])}
+    result["test_flair_only_flagged"] = result["variants"]["FLAIR copied into all three channels"]["flagged"]
+    tumour = [read_slice(r.image_path) for r in samples if r.tumour]
+    result["sample_tumour_slices"] = len(tumour)
+    result["sample_tumour_flagged"] = sum(c.flagged for c in check_images(predictor, tumour)) if tumour else 0
+    if foreign_dir is not None:
+        files = sorted(p for p in Path(foreign_dir).iterdir() if p.suffix.lower() in SUFFIXES)
+        uploads = [read_slice(p) for p in files]
+        for key, batch in (("foreign", uploads), ("foreign_resized_256", [resize_image(read_slice(
+                encode_png(resize_image(image)), name="png")) for image in uploads])):
+            found = check_images(predictor, batch)
+            result[key] = {p.name: {"verdict": c.verdict, "score": round(c.score, 3), "reasons": list(c.reasons)}
+                           for p, c in zip(files, found)}
+            result[f"{key}_flagged"] = f"{sum(c.flagged for c in found)}/{len(found)}"
+    return result
+
+
+def summary(result: dict) -> str:
+    """Markdown lines for the model card."""
+    lines = [f"- False alarms on the test split: {result['test_flagged']} of {result['test_slices']} slices "
+             f"({100 * result['test_false_alarm_rate']:.1f}%)."]
+    lines.append(f"- The same test slices with only their FLAIR channel (copied to three): "
+                 f"{result['test_flair_only_flagged']} flagged.")
+    lines.append(f"- Bundled sample patients' tumour slices: {result['sample_tumour_flagged']} of "
+                 f"{result['sample_tumour_slices']} flagged.")
+    if "foreign_resized_256" in result:
+        lines.append(f"- Foreign images resized to 256x256 (PNG): {result['foreign_resized_256_flagged']} flagged.")
+    if "foreign" in result:
+        lines.append(f"- Foreign images flagged as uploaded: {result['foreign_flagged']}.")
+        lines += [f"  - {name}: {entry['verdict']}: {'; '.join(entry['reasons'])}" for name, entry in result["foreign"].items()]
+    lines.append("- LGG test slices altered (flagged / slices, expected verdict):")
+    lines += [f"  - {name}: {v['flagged']}/{v['slices']} (expected {v['expected']})" for name, v in result["variants"].items()]
+    return "\n".join(lines)
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
+    parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"))
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files; output goes here")
+    parser.add_argument("--every", type=int, default=3, help="use every Nth training slice (default 3)")
+    parser.add_argument("--foreign", help="folder of non-LGG images to report on (e.g. ../shared/foreign)")
+    parser.add_argument("--no-measure", action="store_true", help="skip the test-split measurement")
+
+
+def run(args: argparse.Namespace) -> dict:
+    records = index_dataset(args.data)
+    split = load_split(args.split_file)
+    predictor = Predictor(args.weights, check=False)
+    train = select(records, split["train"])
+    payload = calibrate(predictor, train[::args.every], select(records, split["val"]), args.weights, train)
+    print(json.dumps({k: v for k, v in payload.items() if k not in ("method", "content_reasons")}, indent=1))
+    if args.no_measure:
+        return payload
+    predictor = Predictor(args.weights)
+    result = measure(predictor, select(records, split["test"]), Path(args.foreign) if args.foreign else None,
+                     index_dataset(SAMPLES_DIR))
+    (Path(args.weights) / "input_check_measurement.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(summary(result))
+    return payload
