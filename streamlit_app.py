@@ -178,6 +178,9 @@ def intro(metrics: dict | None) -> None:
         column.metric(label, value, help=explanation, border=True)
     st.caption(f"Held-out patients only: {viz.split_label(metrics)}. {viz.headline_intervals(metrics)} "
                "Hover a figure for its aggregation.")
+    crossval = service.load_crossval()
+    if crossval is not None:
+        st.caption(viz.out_of_fold_line(crossval))
 
 
 # ---- one slice: four panels, metrics, downloads -------------------------------------------------

@@ -330,6 +330,11 @@ def load_history(kind: str, folder: Path = WEIGHTS_DIR) -> dict | None:
     return _read_json(folder / f"history_{kind}.json")
 
 
+def load_crossval(path: Path = WEIGHTS_DIR / "folds" / "crossval.json") -> dict | None:
+    """The cross-validation members' out-of-fold figures (``python -m brainseg crossval``), if any."""
+    return _read_json(path)
+
+
 def load_member_histories(members: Sequence[Path]) -> dict[str, dict]:
     """Each ensemble member's ``<member>_history.json`` beside its weights, by member name (missing ones left
     out)."""

@@ -174,6 +174,16 @@ def member_curves(histories: dict[str, dict]) -> go.Figure:
     return figure
 
 
+def out_of_fold_line(crossval: dict) -> str:
+    """One sentence of the cross-validation estimate with its intervals, for the page's header."""
+    oof = crossval["out_of_fold"]
+    dice, tversky = oof["volume_dice_mean_interval_95"], oof["tumour_slices_tversky_pooled_interval_95"]
+    return (f"Out of fold over the {oof['patients']} development patients ({crossval['folds_evaluated']} "
+            f"cross-validation members, each patient predicted by the one that never saw it, segmenter alone): "
+            f"per-volume Dice {oof['volume_dice_mean']:.3f} (95% {dice[0]:.2f}-{dice[1]:.2f}), pooled tumour-slice "
+            f"Tversky {oof['tumour_slices_tversky_pooled']:.3f} (95% {tversky[0]:.2f}-{tversky[1]:.2f}).")
+
+
 def split_label(metrics: dict) -> str:
     patients = metrics["patients"]
     return f"{metrics.get('split', '?')} split, {patients} patient{'s' * (patients != 1)}, {metrics['slices']} slices"

@@ -72,6 +72,7 @@ def test_first_view_shows_a_tumour_slice_with_four_panels_and_metrics(app: AppTe
     assert "bundled sample patients" in sidebar
     assert f"{len(samples)} patients · {sum(len(r) for r in samples.values())} slices" in sidebar
     assert app.query_params["patient"] == patient and app.query_params["slice"] == str(number)
+    assert any(c.value.startswith("Out of fold over the 80 development patients") for c in app.caption)
 
 
 def test_gallery_navigation_and_sliders_recompute_the_view(app: AppTest, samples: dict) -> None:
@@ -345,3 +346,12 @@ def test_member_curves_show_each_fold_member_and_its_validated_epochs() -> None:
         loss, dice = [t for t in figure.data if t.name == name]
         assert len(loss.x) == len(history["epochs"])
         assert list(dice.y) == [e["volume_dice"] for e in history["epochs"] if "volume_dice" in e]
+
+
+def test_header_states_the_out_of_fold_estimate_with_its_intervals() -> None:
+    crossval = service.load_crossval()
+    line = viz.out_of_fold_line(crossval)
+    oof = crossval["out_of_fold"]
+    low, high = oof["volume_dice_mean_interval_95"]
+    assert f"per-volume Dice {oof['volume_dice_mean']:.3f} (95% {low:.2f}-{high:.2f})" in line
+    assert f"Out of fold over the {oof['patients']} development patients" in line
