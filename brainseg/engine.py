@@ -147,6 +147,10 @@ class OpenVinoEngine:
         only when it is not in the cache yet (:func:`brainseg.torch_engine.converters`); ``digests``: SHA-256 of each kind's
         weights (names the cached models)."""
         import openvino as ov
+        from threadpoolctl import threadpool_limits
+        # numpy's BLAS (the input check's products) on one thread: OpenBLAS threads keep spinning after a call and
+        # took the cores from the next OpenVINO call (classifier 13.7 ms instead of 8.0 at batch 1, 2-core Xeon)
+        threadpool_limits(1, user_api="blas")
         core = ov.Core()
         cache = cache_root() if cache is None else cache
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
