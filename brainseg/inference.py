@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -35,6 +36,7 @@ DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
 DEFAULT_MIN_AREA = 0
 BATCH_SIZE = 16
+BACKGROUND_GRACE_S = 1.0   # a background batch also waits this long after a foreground call: its page still draws
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Predictor:
         self._loading = threading.Lock()
         self._foreground = threading.Condition()   # guards the count of foreground predict_many calls running
         self._foreground_calls = 0
+        self._foreground_ended = 0.0                # time.monotonic() when the last foreground call ended
         digests = {"segmenter": combined_digest([verify(f) for f in self.segmenter_files]),
                    "classifier": verify(self.weights_dir / "classifier.safetensors")}
         self.input_check = load_calibration(self.weights_dir) if check else None
@@ -196,8 +199,9 @@ class Predictor:
                      background: bool = False) -> list[Prediction]:
         """Predictions for many slices, in batches of :func:`batch_sizes`; each mapped back to its slice's size.
 
-        ``background``: yield to the others: each batch waits until no foreground call is running (the gallery's
-        prefetch, so that what a user asked for gets the CPU's cores to itself)."""
+        ``background``: yield to the others: each batch waits until no foreground call is running and the last
+        one ended ``BACKGROUND_GRACE_S`` ago (the gallery's prefetch, so that what a user asked for, and the page
+        drawing it, get the CPU's cores to themselves)."""
         if background:
             return self._predict_batches(images_u8, batch_size, self._after_foreground)
         with self._foreground:
@@ -207,11 +211,18 @@ class Predictor:
         finally:
             with self._foreground:
                 self._foreground_calls -= 1
+                self._foreground_ended = time.monotonic()
                 self._foreground.notify_all()
 
     def _after_foreground(self) -> None:
+        """Wait until no foreground call runs and the last one ended ``BACKGROUND_GRACE_S`` ago."""
         with self._foreground:
-            self._foreground.wait_for(lambda: self._foreground_calls == 0)
+            while True:
+                self._foreground.wait_for(lambda: self._foreground_calls == 0)
+                rest = self._foreground_ended + BACKGROUND_GRACE_S - time.monotonic()
+                if rest <= 0:
+                    return
+                self._foreground.wait(rest)
 
     def _predict_batches(self, images_u8: Sequence[np.ndarray], batch_size: int,
                          before_batch: Callable[[], None]) -> list[Prediction]:

@@ -13,7 +13,7 @@ from brainseg.benchmark import load_slices
 from brainseg.data import SliceRecord
 from brainseg.errors import BrainsegError
 from brainseg.evaluate import Evaluated
-from brainseg.inference import Prediction, Predictor
+from brainseg.inference import BACKGROUND_GRACE_S, Prediction, Predictor
 from brainseg.samples import SAMPLES_DIR
 from brainseg.service import device_label
 from brainseg.weights import WEIGHTS_DIR
@@ -84,7 +84,7 @@ def test_an_ensemble_predicts_its_members_mean_with_their_spread(tmp_path, slice
 
 def test_a_background_prediction_waits_for_a_foreground_one(slices) -> None:
     """The gallery's prefetch (background) yields: started just after a three-batch foreground call, a one-batch
-    background call finishes after it, and predicts the same as when it runs alone."""
+    background call finishes after it and its grace period, and predicts the same as when it runs alone."""
     import threading
     import time
     predictor = Predictor(device="cpu")
@@ -103,7 +103,7 @@ def test_a_background_prediction_waits_for_a_foreground_one(slices) -> None:
     background.start()
     foreground.join()
     background.join()
-    assert finished["foreground"] < finished["background"]
+    assert finished["background"] - finished["foreground"] >= 0.9 * BACKGROUND_GRACE_S   # it left the page time to draw
     for ours, theirs in zip(results["background"], alone):
         np.testing.assert_allclose(ours.probability, theirs.probability, atol=1e-6)
 
