@@ -274,9 +274,11 @@ def jump_to(prefix: str, number: int, is_tumour: bool) -> None:
         st.session_state[f"{prefix}tumour_only"] = False
 
 
-def volume_view(top: list, slices: service.PatientSlices, source: VolumeSource, settings: Settings) -> None:
-    """The one volume view of a gallery patient and of an uploaded scan; ``top`` holds four columns, the
-    first filled by the caller (the patient picker, or the scan's name)."""
+def volume_view(top: list, slices: service.PatientSlices, masks: list[np.ndarray], source: VolumeSource,
+                settings: Settings) -> None:
+    """The one volume view of a gallery patient and of an uploaded scan, ``masks`` the pipeline's
+    (:meth:`Settings.volume_masks`, computed once by the caller); ``top`` holds four columns, the first filled by
+    the caller (the patient picker, or the scan's name)."""
     k, slice_key = source.prefix, f"{source.prefix}slice"
     top[1].toggle("Tumour slices only", key=f"{k}tumour_only", disabled=not slices.has_truth,
                   help=None if slices.has_truth else "Needs a mask volume.")
@@ -287,7 +289,6 @@ def volume_view(top: list, slices: service.PatientSlices, source: VolumeSource, 
     top[2].button("Random slice", icon=":material/casino:", on_click=jump_to_random, args=(slice_key, numbers),
                   width="stretch", key=f"{k}random")
     truths = slices.truths
-    masks = settings.volume_masks(slices)
     if slices.has_truth:
         with top[3].popover("Worst slices by Dice", icon=":material/troubleshoot:", width="stretch"):
             st.caption("Slices with tumour in the truth or the prediction, lowest Dice first, at the current settings.")
@@ -372,7 +373,7 @@ def gallery_tab(source: gallery.GallerySource, patients: dict[str, list[SliceRec
     slices = service.patient_slices(folder, patient)
     patient_split = gallery.patient_split(patient, split)
     seen = " (seen in training: expect flattering results)" if patient_split in ("train", "val") else ""
-    volume_view(top, slices, VolumeSource(
+    volume_view(top, slices, settings.volume_masks(slices), VolumeSource(
         patient, "", "gallery", f"{patient} · {patient_split} split{seen}",
         f"{patient_split} split · one patient, every slice · pipeline at threshold {settings.threshold:g}, "
         f"gate {settings.gate:g}", [service.gallery_key(folder, patient, n) for n in slices.numbers]), settings)
@@ -506,7 +507,7 @@ def volume_tab(settings: Settings) -> None:
                                width="stretch", icon=":material/download:")
     top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
     top[0].markdown(f"**{scan.name}**" + ("" if slices.has_truth else " · no mask uploaded"))
-    volume_view(top, slices, VolumeSource(
+    volume_view(top, slices, masks_now, VolumeSource(
         scan.name, "vol_", "volume", f"{scan.name} · uploaded {scan.format}",
         f"uploaded scan · every slice · pipeline at threshold {settings.threshold:g}, gate {settings.gate:g}",
         [f"{digest}/{n}" for n in slices.numbers]), settings)
