@@ -1,9 +1,11 @@
 """``python -m brainseg ensemble``: the fold members together, on patients none of them trained on.
 
-The members are folds 0, 1, ... in order (``train segmenter --folds 5 --fold K``). Every development patient is
-in the training part of four of the five folds, so the only patients unseen by a set of members are the held-out
-patients of the folds that have no member among them (while folds are still training) and the test split (the
-final run, once: ``--split test``). On those patients, segmenter alone at ``--threshold`` (no gate):
+The members are folds 0, 1, ... (``train segmenter --folds 5 --fold K``). Member K trained on every development
+patient outside fold K, so no development patient is unseen by two members: the ensemble can only be scored
+fairly on patients outside the development split, ``--patients test`` (the final run, once) or ``--patients
+unlisted`` (patients in ``--data`` that the split file does not name at all, such as patients kept apart by the
+team: unseen by every member and by the shipped models). On those patients, segmenter alone at ``--threshold``
+(no gate):
 
 - each member alone and the ensemble (mean of the members' probabilities): per-volume Dice mean and median and
   pooled tumour-slice Tversky, each with its 95% bootstrap interval over patients; the ensemble also with only its
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ from scipy import ndimage
 
 from brainseg import metrics
 from brainseg.crossval import figures, patient_volumes
-from brainseg.data import index_dataset, load_folds, load_split, select
+from brainseg.data import index_dataset, load_split, select
 from brainseg.errors import BrainsegError
 from brainseg.explain import FLIPS, segment_members
 from brainseg.inference import BATCH_SIZE, Predictor
@@ -35,27 +38,26 @@ BAND_PX = 16
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
-    parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"), help="split JSON with 'folds'")
+    parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"), help="split JSON (train/val/test)")
     parser.add_argument("--members", nargs="+", required=True,
                         help="segmenter weights of folds 0, 1, ... in fold order")
-    parser.add_argument("--split", choices=("test",),
-                        help="the final run on the test split (default: the held-out patients of the folds "
-                             "without a member)")
+    parser.add_argument("--patients", choices=("test", "unlisted"), required=True,
+                        help="test: the split file's test patients (the final run); unlisted: the patients in "
+                             "--data that the split file does not name")
     parser.add_argument("--threshold", type=float, default=0.5, help="segmentation threshold")
     parser.add_argument("--out", help="write the JSON here")
 
 
-def unseen_patients(split_file: str | Path, members: int, split: str | None) -> list[str]:
-    """The patients no member trained on: the ``split``'s, or the held-out patients of folds ``members`` on."""
-    if split:
-        return list(load_split(split_file)[split])
-    held_out = load_folds(split_file)
-    if held_out is None:
-        raise BrainsegError(f"{split_file}: no 'folds'; run train segmenter --folds 5 --fold K first")
-    if members >= len(held_out):
-        raise BrainsegError(f"{members} members cover all {len(held_out)} folds: every development patient trained "
-                            "one of them; pass --split test for the final run")
-    return sorted(patient for fold in held_out[members:] for patient in fold)
+def unseen_patients(split_file: str | Path, which: str, available: Sequence[str]) -> list[str]:
+    """The patients of ``available`` that no member trained on: the split file's ``test`` patients, or
+    (``unlisted``) those the split file does not name in any part."""
+    split = load_split(split_file)
+    listed = {patient for part in ("train", "val", "test") for patient in split[part]}
+    chosen = sorted(set(available) & set(split["test"]) if which == "test" else set(available) - listed)
+    if not chosen:
+        raise BrainsegError(f"the data folder has no {'test' if which == 'test' else 'unlisted'} patient of "
+                            f"{split_file}: no patient there is unseen by all members")
+    return chosen
 
 
 def error_band(mask: np.ndarray, truth: np.ndarray, pixels: int = BAND_PX) -> np.ndarray:
@@ -64,14 +66,15 @@ def error_band(mask: np.ndarray, truth: np.ndarray, pixels: int = BAND_PX) -> np
 
 
 def run(args: argparse.Namespace) -> dict:
-    patients = unseen_patients(args.split_file, len(args.members), args.split)
+    records = index_dataset(args.data)
+    patients = unseen_patients(args.split_file, args.patients, sorted({r.patient for r in records}))
     predictor = Predictor(segmenters=args.members, check=False)
     members: dict[str, np.ndarray] = {}     # patient: MxDxHxW member probabilities
     means: dict[str, np.ndarray] = {}       # patient: DxHxW their mean, the ensemble's probability
     truths: dict[str, np.ndarray] = {}
     scores: dict[str, list[np.ndarray]] = {"members' spread": [], "flip TTA spread": []}
     wrong: list[np.ndarray] = []
-    for patient, images, truth in patient_volumes(select(index_dataset(args.data), patients), "patients"):
+    for patient, images, truth in patient_volumes(select(records, patients), "patients"):
         own, flipped = [], []
         for start in range(0, len(images), BATCH_SIZE):
             batch = predictor.batch(images[start:start + BATCH_SIZE])
@@ -90,9 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     ensemble = figures(means, truths, args.threshold)
     result = {
         "patients": patients,
-        "which": f"the {args.split} split" if args.split else
-                 f"the held-out patients of folds {len(args.members)}-{len(load_folds(args.split_file)) - 1}, "
-                 "which no member trained on",
+        "which": "the test split" if args.patients == "test" else
+                 f"the patients of the data folder that {Path(args.split_file).name} does not name",
         "aggregation": "segmenter alone (no gate) at the threshold; per-volume Dice over patients, pooled Tversky "
                        "over tumour slices; 95% bootstrap over patients",
         "members": [{"member": Path(f).name, **_headline(figures({p: m[i] for p, m in members.items()}, truths,

@@ -1,5 +1,6 @@
 """The ensemble command on the bundled sample patients (test split, unseen by the shipped segmenter and by the
-fold-0 member): members alone, their mean, and which uncertainty marks the wrong pixels."""
+fold-0 member): members alone, their mean, and which uncertainty marks the wrong pixels; only patients outside
+the development split count as unseen."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from brainseg import ensemble
-from brainseg.data import load_folds
+from brainseg.data import fold_split, load_folds
 from brainseg.errors import BrainsegError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +20,20 @@ SPLIT_FILE = ROOT / "weights" / "split.json"
 MEMBERS = [str(ROOT / "weights" / "folds" / "fold0.safetensors"), str(ROOT / "weights" / "segmenter.safetensors")]
 
 
-def test_the_unseen_patients_are_the_folds_without_a_member() -> None:
+def test_only_patients_outside_the_development_split_are_unseen_by_the_members() -> None:
+    """Member K trained on every development patient outside fold K: no fold's held-out patients are unseen by
+    two members, so only test patients and patients the split file does not name qualify."""
+    split = json.loads(SPLIT_FILE.read_text())
+    development = split["train"] + split["val"]
     folds = load_folds(SPLIT_FILE)
-    assert ensemble.unseen_patients(SPLIT_FILE, 3, None) == sorted(folds[3] + folds[4])
-    assert ensemble.unseen_patients(SPLIT_FILE, 5, "test") == json.loads(SPLIT_FILE.read_text())["test"]
-    with pytest.raises(BrainsegError, match="--split test"):
-        ensemble.unseen_patients(SPLIT_FILE, 5, None)
+    for fold, held_out in enumerate(folds):
+        others = [k for k in range(len(folds)) if k != fold]
+        assert all(set(held_out) <= set(fold_split(split, folds, k)["train"]) for k in others)
+    available = development + split["test"][:3] + ["TCGA_XX_0000_20000101"]
+    assert ensemble.unseen_patients(SPLIT_FILE, "test", available) == sorted(split["test"][:3])
+    assert ensemble.unseen_patients(SPLIT_FILE, "unlisted", available) == ["TCGA_XX_0000_20000101"]
+    with pytest.raises(BrainsegError, match="no unlisted patient"):
+        ensemble.unseen_patients(SPLIT_FILE, "unlisted", development)
 
 
 def test_the_band_holds_every_pixel_near_truth_or_prediction() -> None:
@@ -36,19 +45,19 @@ def test_the_band_holds_every_pixel_near_truth_or_prediction() -> None:
 
 
 def test_ensemble_on_patients_neither_member_saw(tmp_path) -> None:
-    """Two real members on two sample patients of the test split, passed as the held-out patients of a third
-    fold: the ensemble lands near its members, and both uncertainties mark wrong pixels better than chance."""
-    split = json.loads(SPLIT_FILE.read_text())
+    """Two real members on two sample patients of the test split: the ensemble lands near its members, and both
+    uncertainties mark wrong pixels better than chance."""
     patients = sorted(p.name for p in SAMPLES.iterdir() if p.is_dir())[:2]
-    split["folds"]["held_out"] = split["folds"]["held_out"][:2] + [patients]
-    split_file = tmp_path / "split.json"
-    split_file.write_text(json.dumps(split))
+    data = tmp_path / "data"
+    data.mkdir()
+    for patient in patients:
+        (data / patient).symlink_to(SAMPLES / patient)
     out = tmp_path / "ensemble.json"
-    result = ensemble.run(argparse.Namespace(data=str(SAMPLES), split_file=str(split_file), members=MEMBERS,
-                                             split=None, threshold=0.5, out=str(out)))
+    result = ensemble.run(argparse.Namespace(data=str(data), split_file=str(SPLIT_FILE), members=MEMBERS,
+                                             patients="test", threshold=0.5, out=str(out)))
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["patients"] == patients and [m["member"] for m in result["members"]] == \
-        ["fold0.safetensors", "segmenter.safetensors"]
+    assert result["patients"] == patients and result["which"] == "the test split"
+    assert [m["member"] for m in result["members"]] == ["fold0.safetensors", "segmenter.safetensors"]
     alone = [m["volume_dice_mean"] for m in result["members"]]
     assert min(alone) > 0.3 and min(alone) - 0.05 <= result["ensemble"]["volume_dice_mean"] <= max(alone) + 0.05
     low, high = result["ensemble"]["volume_dice_mean_interval_95"]
