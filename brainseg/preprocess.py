@@ -34,17 +34,37 @@ def brain_pixels(image_u8: np.ndarray) -> np.ndarray:
     return total > 3 * BACKGROUND_LEVEL   # the channels' mean above the level, in integers
 
 
+def histogram_moments(histograms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (``3`` float32 each) of the values counted in ``3x256`` histograms, from the
+    exact integer sums (float64: closer to the true figures than numpy's float32 ``std`` along an axis)."""
+    values = np.arange(256, dtype=np.float64)
+    count = histograms.sum(axis=1)
+    mean = histograms @ values / count
+    variance = np.maximum(histograms @ values ** 2 / count - mean ** 2, 0.0)
+    return mean.astype(np.float32), np.sqrt(variance).astype(np.float32)
+
+
+_CHANNEL_OFFSETS = np.arange(3, dtype=np.uint16)[:, None, None] * 512
+_LEVELS = np.arange(256, dtype=np.float32)
+
+
 def preprocess(image_u8: np.ndarray) -> np.ndarray:
-    """``HxWx3 uint8`` -> ``3x256x256 float32``, each channel z-scored over brain pixels."""
+    """``HxWx3 uint8`` -> ``3x256x256 float32``, each channel z-scored over brain pixels (every pixel when the
+    brain has fewer than 64); the background keeps one constant value per channel.
+
+    Each pixel's code (value, inside the brain or not, channel) counts it in one histogram call and looks up its
+    normalised value in one table: 3x faster than float arithmetic on the image."""
     resized_u8 = resize_image(image_u8)
     brain = brain_pixels(resized_u8)
-    image = resized_u8.astype(np.float32)
-    pixels = image[brain] if brain.sum() >= 64 else image.reshape(-1, 3)
-    mean = pixels.mean(axis=0)
-    std = np.maximum(pixels.std(axis=0), MIN_STD)
-    normalised = (image - mean) / std
-    normalised[~brain] = (0.0 - mean) / std  # background keeps one constant value per channel
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    codes = np.ascontiguousarray(resized_u8.transpose(2, 0, 1)).astype(np.uint16)
+    codes |= brain.astype(np.uint16) << 8
+    codes += _CHANNEL_OFFSETS
+    counts = np.bincount(codes.ravel(), minlength=3 * 512).reshape(3, 2, 256)
+    mean, std = histogram_moments(counts[:, 1] if brain.sum() >= 64 else counts.sum(axis=1))
+    std = np.maximum(std, MIN_STD)
+    background = np.repeat((0.0 - mean) / std, 256).reshape(3, 256)
+    table = np.concatenate([background, (_LEVELS - mean[:, None]) / std[:, None]], axis=1)
+    return table.astype(np.float32).ravel().take(codes)
 
 
 def restore_size(probability: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

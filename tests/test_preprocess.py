@@ -33,6 +33,22 @@ def test_brain_pixels_are_z_scored_per_channel(slice_u8: np.ndarray) -> None:
         assert abs(float(channel[brain].std()) - 1.0) < 1e-3
 
 
+def test_matches_a_float64_z_score_on_any_slice(slice_u8: np.ndarray) -> None:
+    """The table lookup against the formula in float64: a real slice, one with almost no brain (every pixel
+    counts then), a flat one (the minimum spread) and a random one of another size."""
+    rng = np.random.default_rng(0)
+    nearly_empty = np.zeros((256, 256, 3), np.uint8)
+    nearly_empty[:5, :5] = 200
+    for image in (slice_u8, nearly_empty, np.full((256, 256, 3), 90, np.uint8),
+                  rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)):
+        resized = resize_image(image).astype(np.float64)
+        brain = brain_pixels(resize_image(image))
+        pixels = resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)
+        mean, std = pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 8.0)
+        expected = np.where(brain[..., None], (resized - mean) / std, (0.0 - mean) / std).transpose(2, 0, 1)
+        assert np.abs(preprocess(image) - expected).max() < 1e-5
+
+
 def test_background_is_one_constant_per_channel(slice_u8: np.ndarray) -> None:
     tensor = preprocess(slice_u8)
     background = ~brain_pixels(slice_u8)
