@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHBOURS, OK, ONE_SEQUENCE_SHARE,
-                             ContentModel, InputCheck, assess, content_features, feature_distance,
+                             ContentModel, InputCheck, assess_many, content_features, feature_distance,
                              mahalanobis, slice_statistics, thumbnail, unit_rows)
 from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.inference import Predictor
@@ -265,7 +265,9 @@ EXPECTED = {  # variant: verdicts it may get
 def check_images(predictor: Predictor, images_u8: Sequence[np.ndarray], batch_size: int = 32) -> list[InputCheck]:
     """The check alone (classifier forward pass only) for many slices: what calibration and measurement use."""
     features = classifier_features(predictor, images_u8, batch_size, desc="check")
-    return [assess(image, row, predictor.input_check) for image, row in zip(images_u8, features)]
+    return [check for start in range(0, len(images_u8), batch_size)
+            for check in assess_many(images_u8[start:start + batch_size], features[start:start + batch_size],
+                                     predictor.input_check)]
 
 
 def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path | None,

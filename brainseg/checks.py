@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,7 @@ from scipy.special import softmax
 from safetensors.numpy import load_file
 
 from brainseg.errors import BrainsegError
-from brainseg.preprocess import MODEL_SIZE, brain_pixels, resize_image
+from brainseg.preprocess import MODEL_SIZE, brain_pixels, histogram_moments, resize_image
 from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 CHECK_JSON = "input_check.json"
@@ -110,30 +111,36 @@ def mahalanobis(rows: np.ndarray, mean: np.ndarray, std: np.ndarray, precision: 
 class BrainPixels:
     """A slice at the model's 256x256 and its brain pixels: what the pixel layers of the check measure."""
 
-    resized: np.ndarray    # 256x256x3 uint8
-    brain: np.ndarray      # 256x256 bool
-    pixels_u8: np.ndarray  # Nx3 uint8: the brain's pixels (every pixel when the brain has fewer than 64)
-    spread: np.ndarray     # N uint8: max - min over the channels at each of those pixels
+    resized: np.ndarray     # 256x256x3 uint8
+    brain: np.ndarray       # 256x256 bool
+    channels: np.ndarray    # 3xN uint8: the brain's pixels, a row per channel (every pixel when the brain has < 64)
+    spread: np.ndarray      # N uint8: max - min over the channels at each of those pixels
+    histograms: np.ndarray  # 3x256 int64: each channel's count of every value over those pixels
+
+
+_CHANNEL_OFFSETS = np.arange(3, dtype=np.uint16)[:, None] * 256
 
 
 def measure_brain(image_u8: np.ndarray) -> BrainPixels:
     resized = resize_image(image_u8)
     brain = brain_pixels(resized)
-    pixels_u8 = resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)
-    red, green, blue = pixels_u8.T   # elementwise over the channels: 5x faster than a reduction along axis 1
-    return BrainPixels(resized, brain, pixels_u8,
-                       np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue))
+    channels = np.ascontiguousarray((resized[brain] if brain.sum() >= 64 else resized.reshape(-1, 3)).T)
+    red, green, blue = channels
+    histograms = np.bincount((channels + _CHANNEL_OFFSETS).ravel(), minlength=3 * 256).reshape(3, 256)
+    return BrainPixels(resized, brain, channels,
+                       np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue),
+                       histograms)
 
 
 def slice_statistics(image_u8: np.ndarray | BrainPixels) -> dict[str, float]:
     """Channel structure and per-channel brightness (mean) and contrast (std) over brain pixels, in 0..1,
     measured at the model's 256x256 as the models see it."""
     measured = image_u8 if isinstance(image_u8, BrainPixels) else measure_brain(image_u8)
-    pixels = measured.pixels_u8.astype(np.float32)
+    mean, std = histogram_moments(measured.histograms)
     statistics = {"identical_channels": float((measured.spread <= IDENTICAL_LEVEL).mean())}
     for c in range(3):
-        statistics[f"mean_{c}"] = float(pixels[:, c].mean() / 255.0)
-        statistics[f"std_{c}"] = float(pixels[:, c].std() / 255.0)
+        statistics[f"mean_{c}"] = float(mean[c] / 255.0)
+        statistics[f"std_{c}"] = float(std[c] / 255.0)
     return statistics
 
 
@@ -144,13 +151,13 @@ def pixel_features(image_u8: np.ndarray | BrainPixels) -> np.ndarray:
     """What the pixels look like at 256x256: per-channel brain histograms (16 bins each), brain share, share of
     identical channels and the three channel correlations over the brain (53 values)."""
     measured = image_u8 if isinstance(image_u8, BrainPixels) else measure_brain(image_u8)
-    pixels_u8 = measured.pixels_u8
-    histograms = [np.bincount(pixels_u8[:, c] // (256 // HISTOGRAM_BINS), minlength=HISTOGRAM_BINS) / len(pixels_u8)
-                  for c in range(3)]
-    pixels = pixels_u8.astype(np.float32)
-    centred = pixels - pixels.mean(axis=0)
-    scale = np.sqrt((centred ** 2).sum(axis=0)) + 1e-6
-    correlation = (centred.T @ centred) / np.outer(scale, scale)
+    counts = measured.histograms.reshape(3, HISTOGRAM_BINS, 256 // HISTOGRAM_BINS).sum(axis=2)
+    histograms = counts / measured.channels.shape[1]
+    channels = measured.channels.astype(np.float32)
+    centred = channels - channels.mean(axis=1, keepdims=True)
+    products = centred @ centred.T
+    scale = np.sqrt(np.diag(products)) + 1e-6
+    correlation = products / np.outer(scale, scale)
     return np.concatenate([*histograms, [measured.brain.mean(), (measured.spread <= IDENTICAL_LEVEL).mean()],
                            [correlation[0, 1], correlation[1, 2], correlation[0, 2]]]).astype(np.float32)
 
@@ -201,10 +208,28 @@ def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -
 
 def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration) -> InputCheck:
     """The check for one ``HxWx3 uint8`` slice and its classifier features ``D`` (from the same forward pass)."""
-    height, width = image_u8.shape[:2]
-    measured = measure_brain(image_u8)   # once: the layers below see the slice at the model's size
-    statistics = slice_statistics(measured)
-    ratio = float(feature_distance(features[None], calibration.train_features)[0] / calibration.distance_threshold)
+    return assess_many([image_u8], np.asarray(features)[None], calibration)[0]
+
+
+def assess_many(images_u8: Sequence[np.ndarray], features: np.ndarray, calibration: Calibration) -> list[InputCheck]:
+    """The check for each slice of a batch and its row of classifier features ``BxD``: the products with the
+    training rows run once for the batch (reading them once per slice was a third of the check's time)."""
+    measured = [measure_brain(image) for image in images_u8]   # once: the layers see each slice at 256x256
+    ratios = feature_distance(features, calibration.train_features) / calibration.distance_threshold
+    content = calibration.content
+    if content is not None:
+        rows = np.stack([content_features(m, f, content) for m, f in zip(measured, features)])
+        probabilities, distances = content.probabilities(rows), content.distances(rows) / content.distance_threshold
+    return [_verdict(image.shape[:2], slice_statistics(m), float(ratio), calibration,
+                     None if content is None else (probabilities[i], float(distances[i])))
+            for i, (image, m, ratio) in enumerate(zip(images_u8, measured, ratios))]
+
+
+def _verdict(shape: tuple[int, int], statistics: dict[str, float], ratio: float, calibration: Calibration,
+             content_scores: tuple[np.ndarray, float] | None) -> InputCheck:
+    """Verdict and reasons of one slice from its size, pixel statistics, feature distance ratio and content
+    scores (class probabilities and one-class distance ratio)."""
+    height, width = shape
     size_reasons, strong_reasons = [], []
     if (height, width) != (MODEL_SIZE, MODEL_SIZE):
         size_reasons.append(f"size {width}x{height}; every training slice is {MODEL_SIZE}x{MODEL_SIZE}")
@@ -215,12 +240,10 @@ def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration)
                               f"(feature distance {ratio:.1f}x the validation threshold): another view, "
                               "sequence or scanner, or not an MRI at all")
     strong_reasons += _intensity_reasons(statistics, calibration)
-    content = calibration.content
-    if content is not None:
-        row = content_features(measured, features, content)[None]
-        probabilities = content.probabilities(row)[0]
+    if content_scores is not None:
+        content = calibration.content
+        probabilities, distance = content_scores
         family = content.reasons[int(np.argmax(probabilities[1:]))]
-        distance = float(content.distances(row)[0]) / content.distance_threshold
         if 1.0 - probabilities[0] > content.threshold:
             strong_reasons.append(f"{family} (content check: {100 * (1 - probabilities[0]):.0f}% "
                                   "unlike the training slices)")

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import softmax
 from skimage.morphology import remove_small_objects
 
-from brainseg.checks import InputCheck, assess, load_calibration
+from brainseg.checks import InputCheck, assess_many, load_calibration
 from brainseg.engine import Engine, OpenVinoEngine, choose, cpu_has_bf16, cpu_threads
 from brainseg.postprocess import largest_component_3d
 from brainseg.preprocess import preprocess, restore_size
@@ -231,8 +231,8 @@ class Predictor:
             before_batch()
             chunk, start = images_u8[start:start + size], start + size
             seg, cls, features = self.outputs(self.batch(chunk))
-            for image, members, tumour, row in zip(chunk, seg, cls, features):
-                check = assess(image, row, self.input_check) if self.input_check else None
+            checks = assess_many(chunk, features, self.input_check) if self.input_check else [None] * len(chunk)
+            for image, members, tumour, check in zip(chunk, seg, cls, checks):
                 spread = restore_size(members.std(axis=0), image.shape[:2]) if len(members) > 1 else None
                 predictions.append(Prediction(restore_size(members.mean(axis=0), image.shape[:2]), float(tumour),
                                               check, spread))
