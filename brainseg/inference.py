@@ -189,11 +189,6 @@ class Predictor:
         """How many segmenters are averaged (1: a single model)."""
         return len(self.segmenter_files)
 
-    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Segmenter member probabilities ``BxMx256x256``, tumour probabilities ``B``, classifier features ``BxD``."""
-        seg = self.engine.segment(batch)
-        features, cls_logits = self.engine.classify(batch)
-        return seg, softmax(cls_logits, axis=1)[:, 1], features
 
     def predict_many(self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE,
                      background: bool = False) -> list[Prediction]:
@@ -230,9 +225,9 @@ class Predictor:
         for size in batch_sizes(len(images_u8), batch_size):
             before_batch()
             chunk, start = images_u8[start:start + size], start + size
-            seg, cls, features = self.outputs(self.batch(chunk))
-            checks = assess_many(chunk, features, self.input_check) if self.input_check else [None] * len(chunk)
-            for image, members, tumour, check in zip(chunk, seg, cls, checks):
+            seg, _, logits, checks = self.engine.both(self.batch(chunk), lambda features, chunk=chunk: (
+                assess_many(chunk, features, self.input_check) if self.input_check else [None] * len(chunk)))
+            for image, members, tumour, check in zip(chunk, seg, softmax(logits, axis=1)[:, 1], checks):
                 spread = restore_size(members.std(axis=0), image.shape[:2]) if len(members) > 1 else None
                 predictions.append(Prediction(restore_size(members.mean(axis=0), image.shape[:2]), float(tumour),
                                               check, spread))

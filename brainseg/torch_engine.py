@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainseg.engine import Choice
+from brainseg.engine import Choice, T
 from brainseg.models import Classifier
 from brainseg.preprocess import MODEL_SIZE
 
@@ -48,6 +48,11 @@ class TorchEngine:
             features = self.classifier.features(self.tensor(batch)).float()
         logits = self.classifier.logits(features)  # fp32: bf16 logits near 4 round in steps of 0.016
         return features.cpu().numpy(), logits.cpu().numpy()
+
+    def both(self, batch: np.ndarray, then: Callable[[np.ndarray], T]) -> tuple[np.ndarray, np.ndarray, np.ndarray, T]:
+        """One network after the other (on a GPU they queue on one stream anyway)."""
+        features, logits = self.classify(batch)
+        return self.segment(batch), features, logits, then(features)
 
 
 def resize_matrix(size: int, source: int = MODEL_SIZE) -> torch.Tensor:

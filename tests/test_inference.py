@@ -63,6 +63,21 @@ def test_openvino_fp32_is_the_torch_reference(slices) -> None:
         assert a.check.verdict == b.check.verdict
 
 
+@pytest.mark.parametrize("engine_name", ["torch", "openvino"])
+def test_both_networks_together_match_each_alone(slices, engine_name) -> None:
+    """``both`` (OpenVINO: the two networks side by side on half the cores each) gives what ``segment`` and
+    ``classify`` give one after the other, in fp32 to rounding, and hands the features to ``then``."""
+    predictor = Predictor(device="cpu", engine=engine_name, precision="fp32")
+    batch = predictor.batch(slices)
+    seen = []
+    seg, features, logits, after = predictor.engine.both(batch, lambda f: seen.append(f) or "checked")
+    alone_features, alone_logits = predictor.engine.classify(batch)
+    assert after == "checked" and len(seen) == 1 and seen[0] is features
+    assert np.abs(seg - predictor.engine.segment(batch)).max() < 1e-4
+    assert np.abs(features - alone_features).max() < 1e-4 * max(1.0, np.abs(alone_features).max())
+    assert np.abs(logits - alone_logits).max() < 1e-4 * max(1.0, np.abs(alone_logits).max())
+
+
 ENSEMBLE = [WEIGHTS_DIR / "segmenter.safetensors", WEIGHTS_DIR / "folds" / "fold0.safetensors"]
 
 
