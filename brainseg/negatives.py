@@ -146,7 +146,9 @@ def packaged() -> list[tuple[str, str, np.ndarray]]:
             sources.append((family, f"pydicom-data {name}", lambda path=path: _dicom_pixels(path)))
     try:
         from skimage import data
-        for name in ("retina", "shepp_logan_phantom", "immunohistochemistry", "camera", "moon"):
+        # colour photographs too (the wheel ships them): an upload of a colour picture is not a grey one
+        for name in ("retina", "shepp_logan_phantom", "immunohistochemistry", "camera", "moon", "astronaut",
+                     "chelsea", "coffee", "rocket", "hubble_deep_field"):
             sources.append((MODALITY, f"scikit-image {name}", getattr(data, name)))
     except ImportError:
         pass

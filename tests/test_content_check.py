@@ -52,6 +52,9 @@ def test_packaged_negatives_decode_to_rgb_uint8() -> None:
         pytest.skip("no package-shipped medical images installed (pip install -r requirements-dev.txt)")
     assert all(image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 for _, _, image in found)
     assert any("s1045" in source for _, source, _ in found)   # matplotlib: requirements-dev.txt
+    photographs = [image for _, source, image in found if source in {f"scikit-image {n}" for n in
+                   ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")}]
+    assert len(photographs) == 5 and all(np.ptp(image.astype(int), axis=2).mean() > 5 for image in photographs)
 
 
 def test_dipy_ships_a_coronal_t1_and_axial_b0_slices() -> None:
