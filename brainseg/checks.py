@@ -175,12 +175,21 @@ def thumbnail(image_u8: np.ndarray | BrainPixels) -> np.ndarray:
     return (np.asarray(small, np.float32) / 255.0).reshape(-1)
 
 
-def content_features(image_u8: np.ndarray | BrainPixels, features: np.ndarray, model: ContentModel) -> np.ndarray:
-    """Pixel features, the thumbnail and the classifier's pooled features, each projected on the training slices'
-    principal components."""
+def layout_features(image_u8: np.ndarray | BrainPixels, model: ContentModel) -> np.ndarray:
+    """The thumbnail projected on the training slices' principal components."""
+    return (thumbnail(image_u8) - model.thumbnail_mean) @ model.thumbnail_components.T
+
+
+def content_row(pixels: np.ndarray, layout: np.ndarray, features: np.ndarray, model: ContentModel) -> np.ndarray:
+    """The content model's input: :func:`pixel_features`, the classifier's pooled features projected on the
+    training slices' principal components, and :func:`layout_features`."""
     projected = (np.asarray(features, np.float32) - model.pca_mean) @ model.pca_components.T
-    layout = (thumbnail(image_u8) - model.thumbnail_mean) @ model.thumbnail_components.T
-    return np.concatenate([pixel_features(image_u8), projected, layout])
+    return np.concatenate([pixels, projected, layout])
+
+
+def content_features(image_u8: np.ndarray | BrainPixels, features: np.ndarray, model: ContentModel) -> np.ndarray:
+    """:func:`content_row` of one slice and its classifier features."""
+    return content_row(pixel_features(image_u8), layout_features(image_u8, model), features, model)
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -214,18 +223,42 @@ def assess(image_u8: np.ndarray, features: np.ndarray, calibration: Calibration)
     return assess_many([image_u8], np.asarray(features)[None], calibration)[0]
 
 
-def assess_many(images_u8: Sequence[np.ndarray], features: np.ndarray, calibration: Calibration) -> list[InputCheck]:
-    """The check for each slice of a batch and its row of classifier features ``BxD``: the products with the
-    training rows run once for the batch (reading them once per slice was a third of the check's time)."""
-    measured = [measure_brain(image) for image in images_u8]   # once: the layers see each slice at 256x256
+@dataclass(frozen=True)
+class PixelMeasures:
+    """What the check measures on a slice's pixels alone, without the networks (so it may run beside them)."""
+
+    shape: tuple[int, int]
+    statistics: dict[str, float]        # slice_statistics
+    pixels: np.ndarray | None           # pixel_features, and ...
+    layout: np.ndarray | None           # ... layout_features: None without a content model
+
+
+def measure_pixels(image_u8: np.ndarray, calibration: Calibration) -> PixelMeasures:
+    """The pixel layers' measures of one ``HxWx3 uint8`` slice (at 256x256, as the models see it)."""
+    measured, content = measure_brain(image_u8), calibration.content
+    return PixelMeasures(image_u8.shape[:2], slice_statistics(measured),
+                         None if content is None else pixel_features(measured),
+                         None if content is None else layout_features(measured, content))
+
+
+def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibration: Calibration
+               ) -> list[InputCheck]:
+    """The check of each slice of a batch from its :class:`PixelMeasures` and its row of classifier features
+    ``BxD``: the products with the training rows run once for the batch (reading them once per slice was a third
+    of the check's time)."""
     ratios = feature_distance(features, calibration.train_features) / calibration.distance_threshold
     content = calibration.content
     if content is not None:
-        rows = np.stack([content_features(m, f, content) for m, f in zip(measured, features)])
+        rows = np.stack([content_row(m.pixels, m.layout, f, content) for m, f in zip(measures, features)])
         probabilities, distances = content.probabilities(rows), content.distances(rows) / content.distance_threshold
-    return [_verdict(image.shape[:2], slice_statistics(m), float(ratio), calibration,
+    return [_verdict(m.shape, m.statistics, float(ratio), calibration,
                      None if content is None else (probabilities[i], float(distances[i])))
-            for i, (image, m, ratio) in enumerate(zip(images_u8, measured, ratios))]
+            for i, (m, ratio) in enumerate(zip(measures, ratios))]
+
+
+def assess_many(images_u8: Sequence[np.ndarray], features: np.ndarray, calibration: Calibration) -> list[InputCheck]:
+    """The check for each slice of a batch and its row of classifier features ``BxD``."""
+    return judge_many([measure_pixels(image, calibration) for image in images_u8], features, calibration)
 
 
 def _verdict(shape: tuple[int, int], statistics: dict[str, float], ratio: float, calibration: Calibration,

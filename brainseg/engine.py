@@ -16,7 +16,8 @@ probabilities ``BxMx256x256`` (one channel per member of an :class:`brainseg.mod
 ResUNet), classifier pooled features ``BxD`` and logits ``Bx2``. ``both`` gives all three for a prediction: on a
 CPU with two or more cores OpenVINO runs the two networks side by side, each compiled for half the cores, which
 on 2 cores was 16% faster at batch 1 than one after the other on both cores (the small layers of either network
-use two cores poorly); a single network's calls (``segment``, ``classify``) keep all the cores.
+use two cores poorly), and the input check's pixel layers run after the segmenter, beside the longer classifier;
+a single network's calls (``segment``, ``classify``) keep all the cores.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ ENGINES = ("auto", "openvino", "torch")
 PRECISIONS = ("auto", "bf16", "fp32")
 CACHE_KEEP = 3              # converted models kept per kind
 T = TypeVar("T")
+U = TypeVar("U")
 CODE_FILES = tuple(Path(__file__).with_name(name) for name in ("engine.py", "torch_engine.py", "models.py"))
 # the text of CODE_FILES is part of the cache key
 
@@ -92,9 +94,10 @@ class Engine(Protocol):
     def classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classifier pooled features ``BxD`` and logits ``Bx2``, from one call."""
 
-    def both(self, batch: np.ndarray, then: Callable[[np.ndarray], T]) -> tuple[np.ndarray, np.ndarray, np.ndarray, T]:
-        """Segmenter probabilities, classifier features and logits, and ``then(features)``, run while the segmenter
-        may still be running (the input check)."""
+    def both(self, batch: np.ndarray, measure: Callable[[], U], judge: Callable[[np.ndarray, U], T]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, T]:
+        """Segmenter probabilities, classifier features and logits, and ``judge(features, measure())``:
+        ``measure`` needs no network (the input check's pixel layers) and may run beside the classifier."""
 
 
 def cache_root() -> Path:
@@ -195,14 +198,18 @@ class OpenVinoEngine:
         features, logits = self._run(self.classifier, batch)
         return features, logits
 
-    def both(self, batch: np.ndarray, then: Callable[[np.ndarray], T]) -> tuple[np.ndarray, np.ndarray, np.ndarray, T]:
+    def both(self, batch: np.ndarray, measure: Callable[[], U], judge: Callable[[np.ndarray, U], T]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, T]:
         if self._beside is None:
             features, logits = self.classify(batch)
-            return self.segment(batch), features, logits, then(features)
-        segmenting = self._beside.submit(self._segment, self._segmenter_beside, batch)
+            return self.segment(batch), features, logits, judge(features, measure())
+
+        def segment_then_measure() -> tuple[np.ndarray, U]:   # the segmenter is the shorter of the two
+            return self._segment(self._segmenter_beside, batch), measure()
+        segmenting = self._beside.submit(segment_then_measure)
         features, logits = self._run(self._classifier_beside, batch)
-        after = then(features)
-        return segmenting.result(), features, logits, after
+        probabilities, measured = segmenting.result()
+        return probabilities, features, logits, judge(features, measured)
 
     def _segment(self, compiled, batch: np.ndarray) -> np.ndarray:
         """In slices of ``SEGMENTER_CHUNK``: the ResUNet's full-resolution maps of a larger batch leave the cache."""

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import softmax
 from skimage.morphology import remove_small_objects
 
-from brainseg.checks import InputCheck, assess_many, load_calibration
+from brainseg.checks import InputCheck, PixelMeasures, judge_many, load_calibration, measure_pixels
 from brainseg.engine import Engine, OpenVinoEngine, choose, cpu_has_bf16, cpu_threads
 from brainseg.postprocess import largest_component_3d
 from brainseg.preprocess import preprocess, restore_size
@@ -225,13 +225,21 @@ class Predictor:
         for size in batch_sizes(len(images_u8), batch_size):
             before_batch()
             chunk, start = images_u8[start:start + size], start + size
-            seg, _, logits, checks = self.engine.both(self.batch(chunk), lambda features, chunk=chunk: (
-                assess_many(chunk, features, self.input_check) if self.input_check else [None] * len(chunk)))
+            seg, _, logits, checks = self.engine.both(self.batch(chunk), lambda chunk=chunk: self._measure(chunk),
+                                                      self._judge)
             for image, members, tumour, check in zip(chunk, seg, softmax(logits, axis=1)[:, 1], checks):
                 spread = restore_size(members.std(axis=0), image.shape[:2]) if len(members) > 1 else None
                 predictions.append(Prediction(restore_size(members.mean(axis=0), image.shape[:2]), float(tumour),
                                               check, spread))
         return predictions
+
+    def _measure(self, images_u8: Sequence[np.ndarray]) -> list[PixelMeasures]:
+        """The input check's pixel layers of each slice (none without a shipped calibration)."""
+        return [measure_pixels(image, self.input_check) for image in images_u8] if self.input_check else []
+
+    def _judge(self, features: np.ndarray, measures: list[PixelMeasures]) -> list[InputCheck | None]:
+        """Each slice's input check from its pixel measures and classifier features (None without calibration)."""
+        return judge_many(measures, features, self.input_check) if self.input_check else [None] * len(features)
 
     def predict(self, image_u8: np.ndarray) -> Prediction:
         return self.predict_many([image_u8])[0]

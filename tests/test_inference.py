@@ -63,16 +63,37 @@ def test_openvino_fp32_is_the_torch_reference(slices) -> None:
         assert a.check.verdict == b.check.verdict
 
 
+def test_the_segmenter_is_converted_as_the_same_function_without_its_concats() -> None:
+    """``for_conversion`` folds BatchNorm into the decoders' 1x1 convs and runs their upsampled half before the
+    upsampling: the same function as the ResUNet (random weights and BatchNorm statistics, so that no term is
+    trivially zero), alone and as an ensemble's member."""
+    import torch
+    from brainseg.models import Ensemble, ResUNet
+    torch.manual_seed(0)
+    nets = [ResUNet(), ResUNet()]
+    for norm in (m for net in nets for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+        norm.weight.data.uniform_(0.5, 1.5), norm.bias.data.uniform_(-0.5, 0.5)
+    ensemble = Ensemble(nets).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for model in (nets[0], ensemble):
+            expected = model(x)
+            assert expected.max() - expected.min() > 0.1 and torch.allclose(torch_engine.for_conversion(model)(x), expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("engine_name", ["torch", "openvino"])
 def test_both_networks_together_match_each_alone(slices, engine_name) -> None:
     """``both`` (OpenVINO: the two networks side by side on half the cores each) gives what ``segment`` and
-    ``classify`` give one after the other, in fp32 to rounding, and hands the features to ``then``."""
+    ``classify`` give one after the other, in fp32 to rounding, and hands the features and what ``measure``
+    gave to ``judge``."""
     predictor = Predictor(device="cpu", engine=engine_name, precision="fp32")
     batch = predictor.batch(slices)
     seen = []
-    seg, features, logits, after = predictor.engine.both(batch, lambda f: seen.append(f) or "checked")
+    seg, features, logits, after = predictor.engine.both(batch, lambda: "measured",
+                                                         lambda f, measured: seen.append((f, measured)) or "judged")
     alone_features, alone_logits = predictor.engine.classify(batch)
-    assert after == "checked" and len(seen) == 1 and seen[0] is features
+    assert after == "judged" and len(seen) == 1 and seen[0][0] is features and seen[0][1] == "measured"
     assert np.abs(seg - predictor.engine.segment(batch)).max() < 1e-4
     assert np.abs(features - alone_features).max() < 1e-4 * max(1.0, np.abs(alone_features).max())
     assert np.abs(logits - alone_logits).max() < 1e-4 * max(1.0, np.abs(alone_logits).max())
