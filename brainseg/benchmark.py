@@ -8,8 +8,9 @@ the reference); the dataset author's U-Net (:mod:`brainseg.reference`, untrained
 Agreement with the reference is measured on every slice of ``--data`` (pipeline masks, gate decisions, the
 99.9th percentile of per-pixel probability differences).
 Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
-The extras table gives what the app adds on top of a batch-1 prediction: the input check (already inside
-the pipeline's time, shown apart), the LayerCAM heat map of the classifier and flip test-time augmentation of the segmenter.
+The extras table gives what the app adds on top of a batch-1 prediction: the input check (inside every
+prediction: what a prediction with it takes more than one without), the LayerCAM heat map of the classifier and
+flip test-time augmentation of the segmenter.
 Cold start (fresh interpreter: import, load both models, first prediction) and peak resident memory come
 from ``--cold-runs`` subprocesses. A quick sanity run: ``--repeats 2 --batch-repeats 1 --cold-runs 1``.
 """
@@ -255,8 +256,10 @@ def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
 def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: int) -> list[dict[str, float]]:
     """Per-slice p50 ms at batch 1 of the pipeline and of what the app adds to it, interleaved on one slice.
 
-    ``added_ms`` is the cost on top of a plain prediction: the input check runs inside every prediction
-    (its figure is its share), the heat map runs after it, and flip-TTA replaces it (TTA minus the pipeline).
+    ``added_ms`` is the cost on top of a plain prediction: the heat map runs after it, flip-TTA replaces it (TTA
+    minus the pipeline), and the input check runs inside every prediction, its pixel layers beside the classifier:
+    its ``added_ms`` is a prediction with the check minus one without it (a second Predictor, the two called in
+    turn), its ``p50_ms`` the check called on its own.
     """
     features, _ = predictor.classifier_outputs(predictor.batch([image]))
     serving = {"pipeline": lambda: predictor.predict(image),
@@ -268,11 +271,18 @@ def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: 
     medians = {name: float(np.median(seconds)) * 1e3           # the torch steps after: see interleaved_times
                for calls in (serving, explaining) for name, seconds in interleaved_times(calls, repeats, warmup).items()}
     pipeline_ms = medians["pipeline"]
-    rows = []
-    for name, ms in medians.items():
-        added = ms - pipeline_ms if name.startswith("flip TTA") else (0.0 if name == "pipeline" else ms)
-        rows.append({"step": name, "p50_ms": ms, "added_ms": added, "added_fraction": added / pipeline_ms})
-    return rows
+    added = {name: 0.0 if name == "pipeline" else ms - pipeline_ms if name.startswith("flip TTA") else ms
+             for name, ms in medians.items()}
+    fractions = {name: ms / pipeline_ms for name, ms in added.items()}
+    if "input check" in medians:
+        unchecked = Predictor(predictor.weights_dir, device="cpu", check=False, segmenters=predictor.segmenter_files)
+        pair = {name: float(np.median(seconds)) * 1e3 for name, seconds in interleaved_times(
+            {"with": lambda: predictor.predict(image), "without": lambda: unchecked.predict(image)},
+            4 * repeats, warmup).items()}      # a difference of two noisy medians: more calls
+        added["input check"] = pair["with"] - pair["without"]
+        fractions["input check"] = added["input check"] / pair["without"]
+    return [{"step": name, "p50_ms": ms, "added_ms": added[name], "added_fraction": fractions[name]}
+            for name, ms in medians.items()]
 
 
 def cold_start(variant: str, weights_dir: str | Path, threads: int | None, compiled: bool,

@@ -187,8 +187,8 @@ class OpenVinoEngine:
 
     @staticmethod
     def _run(compiled, batch: np.ndarray) -> list[np.ndarray]:
-        request = compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        request = compiled.create_infer_request()   # the batch shared, not copied: 0.3 ms of a 10 ms prediction
+        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
         return [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
 
     def segment(self, batch: np.ndarray) -> np.ndarray:
