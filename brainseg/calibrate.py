@@ -31,6 +31,7 @@ from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256
 INTENSITY_STATISTICS = tuple(f"{kind}_{c}" for c in range(3) for kind in ("mean", "std"))
 FALSE_ALARM_TARGET = 0.005   # share of validation slices the intensity layer may flag; the three learned scores
                              # together may flag as many of them and of their FLAIR-only copies
+RESLICE_MARGIN = 1.5   # the reslice layer flags above this times the largest value of the validation slices
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)   # candidate widenings of the training range, as a share of its span
 
 
@@ -138,9 +139,10 @@ def fit_content(rows: np.ndarray, labels: np.ndarray, one_class: tuple[np.ndarra
 
 def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str], one_class: tuple[np.ndarray, ...],
                        val_rows: np.ndarray, val_neighbour_distance: np.ndarray, val_groups: np.ndarray,
-                       classes: int) -> dict[str, dict]:
+                       classes: int, resliced: np.ndarray) -> dict[str, dict]:
     """For each type of negative: fit without it, thresholds on validation, and the share of it flagged (by either
-    score; the one-class part never sees negatives)."""
+    content score, or by the reslice layer, ``resliced`` per row, which learns from no negative; the one-class part
+    never sees negatives either)."""
     types = np.asarray(types)
     result = {}
     for kind in sorted(set(types[labels > 0])):
@@ -148,8 +150,10 @@ def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str
         model, threshold, distance_threshold, _ = fit_content(rows[keep], labels[keep], one_class, val_rows,
                                                                val_neighbour_distance, val_groups, classes)
         left_out = rows[types == kind]
-        flagged = (_not_lgg(model, left_out) > threshold) | (mahalanobis(left_out, *one_class) > distance_threshold)
-        result[kind] = {"images": int(len(left_out)), "flagged": float(flagged.mean())}
+        content = (_not_lgg(model, left_out) > threshold) | (mahalanobis(left_out, *one_class) > distance_threshold)
+        reslice = resliced[types == kind]
+        result[kind] = {"images": int(len(left_out)), "flagged": float((content | reslice).mean()),
+                        "flagged_by_content": float(content.mean()), "flagged_by_reslice": float(reslice.mean())}
     return result
 
 
@@ -163,7 +167,8 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     val_images = [read_slice(r.image_path) for r in val]
     train_statistics = [slice_statistics(image) for image in train_images]
     train_stats = np.array([[s[n] for n in INTENSITY_STATISTICS] for s in train_statistics])
-    val_stats = np.array([[slice_statistics(image)[n] for n in INTENSITY_STATISTICS] for image in val_images])
+    val_statistics = [slice_statistics(image) for image in val_images]
+    val_stats = np.array([[s[n] for n in INTENSITY_STATISTICS] for s in val_statistics])
     low, high = np.quantile(train_stats, 0.001, axis=0), np.quantile(train_stats, 0.999, axis=0)
     margin = _smallest_margin(val_stats, low, high)
     low, high = np.clip(low - margin * (high - low), 0, 1), np.clip(high + margin * (high - low), 0, 1)
@@ -174,6 +179,9 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
     val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
     made = negatives(negative_records if negative_records is not None else train)
+    reslice_threshold = RESLICE_MARGIN * max(s["reslice_anisotropy"] for s in
+                                             val_statistics + [slice_statistics(image) for image in val_flair])
+    resliced = np.array([slice_statistics(image)["reslice_anisotropy"] > reslice_threshold for _, _, image in made])
     families = tuple(FAMILIES)
     pca_mean, pca_components = principal_components(train_raw, PCA_COMPONENTS)
     thumbnail_mean, thumbnail_components = principal_components(np.stack([thumbnail(i) for i in train_images]),
@@ -192,6 +200,7 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     labels = np.array([0] * len(positive_rows) + [1 + families.index(family) for family, _, _ in made])
     types = ["lgg"] * len(positive_rows) + [f"{family}: {'derived' if source == 'derived' else 'packaged'}"
                                             for family, source, _ in made]
+    resliced_rows = np.concatenate([np.zeros(len(positive_rows), bool), resliced])
     val_flair_raw = classifier_features(predictor, val_flair, desc="val FLAIR-only")
     val_rows = np.concatenate([rows_of(val_images, val_raw), rows_of(val_flair, val_flair_raw)])
     val_distance = feature_distance(np.concatenate([val_raw, val_flair_raw]), neighbours)
@@ -202,6 +211,8 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
         rows, labels, one_class, val_rows, val_distance, val_groups, classes)
     payload = {
         "method": "intensity ranges: training quantiles 0.1%-99.9% widened by a margin chosen on validation; "
+                  f"reslice layer: checks.reslice_anisotropy above {RESLICE_MARGIN:g}x its largest value on the "
+                  "validation slices and their FLAIR-only copies; "
                   f"learned: (1) cosine distance to the {NEIGHBOURS}th nearest training feature; content, on brain "
                   f"histograms, channel structure and {PCA_COMPONENTS} principal components each of the "
                   "classifier's pooled features and of 16x16 thumbnails: (2) a softmax regression of LGG (three "
@@ -216,6 +227,7 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
         "train_one_sequence_share": float(np.mean([s["identical_channels"] >= ONE_SEQUENCE_SHARE
                                                    for s in train_statistics])),
         "margin": margin,
+        "reslice_threshold": reslice_threshold,
         "low": dict(zip(INTENSITY_STATISTICS, low.round(4).tolist())),
         "high": dict(zip(INTENSITY_STATISTICS, high.round(4).tolist())),
         "distance_threshold": neighbour_threshold,
@@ -227,7 +239,7 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
                              **{t: int(sum(1 for x in types if x == t)) for t in sorted(set(types) - {"lgg"})}},
         "content_sources": sorted({source for _, source, _ in made}),
         "leave_one_type_out": leave_one_type_out(rows, labels, types, one_class, val_rows, val_distance, val_groups,
-                                                 classes),
+                                                 classes, resliced_rows),
     }
     save_file({"train_features": neighbours.astype(np.float16), "pca_mean": pca_mean, "pca_components": pca_components,
                "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean,

@@ -5,7 +5,7 @@ Three layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.cal
 
 - structure and statistics of the pixels: size and aspect against the dataset's 256x256, identical
   channels (one MRI sequence instead of three), per-channel brightness and contrast over the brain
-  against the training split's range;
+  against the training split's range, and views reformatted from thicker slices (:func:`reslice_anisotropy`);
 - learned: the cosine distance from the classifier's pooled 2048-d features to their 10 nearest
   training-split neighbours (it separated foreign images better than a shrunk-covariance Mahalanobis
   distance or the energy score);
@@ -64,6 +64,7 @@ class Calibration:
     train_features: np.ndarray       # NxD float32, unit rows: the training-split neighbours
     classifier_sha256: str
     content: ContentModel | None = None   # learned against negatives (brainseg.negatives); None in old calibrations
+    reslice_threshold: float = float("inf")   # reslice_anisotropy above which a slice is a reformatted view
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,38 @@ def slice_statistics(image_u8: np.ndarray | BrainPixels) -> dict[str, float]:
     measured at the model's 256x256 as the models see it."""
     measured = image_u8 if isinstance(image_u8, BrainPixels) else measure_brain(image_u8)
     mean, std = histogram_moments(measured.histograms)
-    statistics = {"identical_channels": float((measured.spread <= IDENTICAL_LEVEL).mean())}
+    statistics = {"identical_channels": float((measured.spread <= IDENTICAL_LEVEL).mean()),
+                  "reslice_anisotropy": reslice_anisotropy(measured)}
     for c in range(3):
         statistics[f"mean_{c}"] = float(mean[c] / 255.0)
         statistics[f"std_{c}"] = float(std[c] / 255.0)
     return statistics
+
+
+def reslice_anisotropy(measured: BrainPixels) -> float:
+    """How much smoother the slice is along one axis than along the other: |log| of the ratio of its mean absolute
+    second differences down the columns and along the rows (sum of the channels at 256x256, over the brain).
+
+    Near 0 for a slice acquired in its own plane, whatever its orientation; large for a view reformatted from a
+    volume of thicker slices (a sagittal or coronal view of an axial volume), which is interpolated, so piecewise
+    linear, along the slice direction: validation slices at most 0.63, sagittal and coronal reslices of training
+    patients at least 1.84. 0 when the brain has fewer than 64 pixels."""
+    inner = measured.brain[1:-1, 1:-1]
+    count = int(np.count_nonzero(inner))
+    if count < 64:
+        return 0.0
+    resized = measured.resized
+    total = resized[..., 0].astype(np.int16)     # in place on int16 throughout: 0.16 ms (a float version took 0.85)
+    total += resized[..., 1]
+    total += resized[..., 2]
+    centre = 2 * total[1:-1, 1:-1]
+    means = []
+    for second in (total[2:, 1:-1] + total[:-2, 1:-1], total[1:-1, 2:] + total[1:-1, :-2]):   # down, along
+        second -= centre
+        np.abs(second, out=second)
+        second *= inner
+        means.append(float(second.sum(dtype=np.int64)) / count)
+    return abs(float(np.log((means[0] + 1e-3) / (means[1] + 1e-3))))
 
 
 HISTOGRAM_BINS = 16
@@ -276,6 +304,12 @@ def _verdict(shape: tuple[int, int], statistics: dict[str, float], ratio: float,
                               f"(feature distance {ratio:.1f}x the validation threshold): another view, "
                               "sequence or scanner, or not an MRI at all")
     strong_reasons += _intensity_reasons(statistics, calibration)
+    anisotropy = statistics["reslice_anisotropy"]
+    if anisotropy > calibration.reslice_threshold:
+        strong_reasons.append("looks like a view reformatted from thicker slices (sagittal or coronal from an axial "
+                              "volume): far smoother along one axis than along the other (anisotropy "
+                              f"{anisotropy:.2f}, threshold {calibration.reslice_threshold:.2f})")
+        ratio = max(ratio, anisotropy / calibration.reslice_threshold)
     if content_scores is not None:
         content = calibration.content
         probabilities, distance = content_scores
@@ -318,7 +352,7 @@ def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | Non
                                ) if "content_families" in payload else None
         calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
                                   tensors["train_features"].astype(np.float32), payload["classifier_sha256"],
-                                  content)
+                                  content, float(payload.get("reslice_threshold", "inf")))
     except (OSError, ValueError, KeyError) as err:
         raise BrainsegError(f"{json_path}: not a readable input-check calibration ({err}); "
                             "rerun python -m brainseg calibrate --data DIR") from None

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from brainseg import negatives
-from brainseg.checks import OK, content_features, load_calibration, pixel_features
+from brainseg.checks import OK, content_features, load_calibration, measure_brain, pixel_features, reslice_anisotropy
 from brainseg.data import by_patient, index_dataset
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, read_slice
-from brainseg.preprocess import resize_image
+from brainseg.preprocess import brain_pixels, resize_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -37,6 +37,32 @@ def test_reslices_are_sagittal_and_coronal_at_the_model_size(sample_records) -> 
     views = list(negatives.reslices(volume, count=2))
     assert len(views) == 4 and all(v.shape == (256, 256, 3) and v.dtype == np.uint8 for v in views)
     assert all(not np.array_equal(v, volume[len(volume) // 2]) for v in views)
+
+
+def test_reslice_anisotropy_sees_reformatted_views_in_any_orientation(sample_records) -> None:
+    """Sagittal and coronal reslices of a sample volume are far smoother along the slice direction than any of
+    its axial slices, turned or not (pure measure, no calibration needed)."""
+    rows = next(iter(by_patient(sample_records).values()))
+    volume = np.stack([read_slice(r.image_path) for r in rows])
+    views = list(negatives.reslices(volume, count=2))
+    axial = [image for image in volume if brain_pixels(image).mean() > 0.1]
+    turned = [np.ascontiguousarray(np.rot90(image)) for image in views + axial]
+    view_values = [reslice_anisotropy(measure_brain(image)) for image in views]
+    axial_values = [reslice_anisotropy(measure_brain(image)) for image in axial]
+    assert min(view_values) > 2 * max(axial_values), (view_values, max(axial_values))
+    assert np.allclose([reslice_anisotropy(measure_brain(image)) for image in turned], view_values + axial_values)
+
+
+def test_reslices_are_flagged_as_reformatted_views_and_axial_slices_are_not(predictor: Predictor,
+                                                                             sample_records) -> None:
+    threshold = predictor.input_check.reslice_threshold
+    assert np.isfinite(threshold), "weights/input_check.json has no reslice threshold: run python -m brainseg calibrate"
+    patients = list(by_patient(sample_records).values())
+    views = [view for rows in patients for view in negatives.reslices(np.stack([read_slice(r.image_path) for r in rows]))]
+    checks = [p.check for p in predictor.predict_many(views)]
+    assert all(any("reformatted" in reason for reason in c.reasons) for c in checks), [c.reasons for c in checks]
+    axial = [read_slice(r.image_path) for r in sample_records]
+    assert max(reslice_anisotropy(measure_brain(image)) for image in axial) < threshold
 
 
 def test_derived_negatives_cover_views_sequences_and_channel_order(sample_records) -> None:
