@@ -550,6 +550,7 @@ def main() -> None:
         patients = {}
     restore_view(patients, defaults)
     model = service.predictor()
+    model.defer_background()   # the gallery's prefetch pauses as the page runs, and again as it ends (drawing)
     settings = sidebar(source, patients, service.device_label(model), model.members, defaults)
     metrics = service.load_test_metrics()
     intro(metrics)
@@ -564,6 +565,7 @@ def main() -> None:
     with tabs[3]:
         model_tab(metrics, model.segmenter_files)
     share_view()
+    model.defer_background()
     service.prefetch(str(source.folder), neighbours)   # after the whole page: the next visit is then a cache hit
     memory.release()   # what this run freed (predictions, cached copies) goes back to the OS, not kept by malloc
 

@@ -36,7 +36,8 @@ DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
 DEFAULT_MIN_AREA = 0
 BATCH_SIZE = 16
-BACKGROUND_GRACE_S = 1.0   # a background batch also waits this long after a foreground call: its page still draws
+BACKGROUND_GRACE_S = 2.5   # a background batch also waits this long after a foreground call or page run: its page still draws
+# (a first view went on drawing in headless Chromium 1.5 s after its run ended, on the server's 2-core machine)
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,18 @@ class Predictor:
         finally:
             with self._foreground:
                 self._foreground_calls -= 1
-                self._foreground_ended = time.monotonic()
-                self._foreground.notify_all()
+            self.defer_background()
+
+    def defer_background(self) -> None:
+        """Background batches start no sooner than ``BACKGROUND_GRACE_S`` from now (the app calls it as a page run
+        starts and as it ends: the page is being drawn). It never blocks: a page run may itself wait for a patient
+        that the background is predicting."""
+        with self._foreground:
+            self._foreground_ended = time.monotonic()
+            self._foreground.notify_all()
 
     def _after_foreground(self) -> None:
-        """Wait until no foreground call runs and the last one ended ``BACKGROUND_GRACE_S`` ago."""
+        """Wait until no foreground call runs and the last one, or :meth:`defer_background`, was ``BACKGROUND_GRACE_S`` ago."""
         with self._foreground:
             while True:
                 self._foreground.wait_for(lambda: self._foreground_calls == 0)

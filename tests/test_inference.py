@@ -144,6 +144,25 @@ def test_a_background_prediction_waits_for_a_foreground_one(slices) -> None:
         np.testing.assert_allclose(ours.probability, theirs.probability, atol=1e-6)
 
 
+def test_a_page_run_defers_the_background(slices) -> None:
+    """A page run that predicts nothing (drawing a cached patient) defers the background as it starts and as it
+    ends: a background prediction asked for in between finishes only a grace period after the last deferral."""
+    import threading
+    import time
+    predictor = Predictor(device="cpu")
+    finished: dict[str, float] = {}
+    background = threading.Thread(target=lambda: (predictor.predict_many(slices, background=True),
+                                                   finished.setdefault("background", time.perf_counter())))
+    predictor.defer_background()
+    background.start()
+    time.sleep(0.5)                                       # the page running
+    assert "background" not in finished
+    predictor.defer_background()
+    run_ended = time.perf_counter()
+    background.join()
+    assert finished["background"] - run_ended >= 0.9 * BACKGROUND_GRACE_S
+
+
 def test_predicting_from_the_openvino_cache_imports_no_torch() -> None:
     """The app's serving path in a fresh process: the service module, a Predictor on the warm OpenVINO cache, two
     slices predicted with the input check; torch (~0.5 GB resident, ~2 s to import) is never imported."""
