@@ -75,7 +75,10 @@ class FeaturesAndLogits(nn.Module):
         self.register_buffer("resize", resize_matrix(classifier.input_size))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        resized = self.resize @ x @ self.resize.T
+        # R @ X @ R.T with both products on the right: OpenVINO ran the left product R @ X as an f32 batched
+        # matmul (0.49 ms a slice on one core), a right product by a constant as a bf16 FullyConnected (0.07 ms)
+        columns = (x @ self.resize.T).transpose(-1, -2)          # (X R.T).T = R X.T
+        resized = (columns @ self.resize.T).transpose(-1, -2)    # (R X.T R.T).T = R X R.T
         features = self.classifier.features(resized)
         return features, self.classifier.logits(features)
 
