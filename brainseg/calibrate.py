@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHBOURS, OK, ONE_SEQUENCE_SHARE,
                              ContentModel, InputCheck, assess_many, content_features, feature_distance,
-                             mahalanobis, slice_statistics, thumbnail, unit_rows)
+                             mahalanobis, measure_brain, reslice_anisotropy, slice_statistics, thumbnail,
+                             unit_rows)
 from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, encode_png, read_slice
@@ -179,9 +180,9 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
     val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
     made = negatives(negative_records if negative_records is not None else train)
-    reslice_threshold = RESLICE_MARGIN * max(s["reslice_anisotropy"] for s in
-                                             val_statistics + [slice_statistics(image) for image in val_flair])
-    resliced = np.array([slice_statistics(image)["reslice_anisotropy"] > reslice_threshold for _, _, image in made])
+    reslice_threshold = RESLICE_MARGIN * max([s["reslice_anisotropy"] for s in val_statistics] +
+                                             [reslice_anisotropy(measure_brain(image)) for image in val_flair])
+    resliced = np.array([reslice_anisotropy(measure_brain(image)) > reslice_threshold for _, _, image in made])
     families = tuple(FAMILIES)
     pca_mean, pca_components = principal_components(train_raw, PCA_COMPONENTS)
     thumbnail_mean, thumbnail_components = principal_components(np.stack([thumbnail(i) for i in train_images]),

@@ -36,8 +36,9 @@ DEFAULT_SEG_THRESHOLD = 0.5
 DEFAULT_GATE = 0.5
 DEFAULT_MIN_AREA = 0
 BATCH_SIZE = 16
-BACKGROUND_GRACE_S = 2.5   # a background batch also waits this long after a foreground call or page run: its page still draws
-# (a first view went on drawing in headless Chromium 1.5 s after its run ended, on the server's 2-core machine)
+# a background batch also waits this long after a foreground call or a page run's start and end: the page still
+# draws (a first view went on drawing in headless Chromium 1.5 s after its run ended, on the server's 2-core machine)
+BACKGROUND_GRACE_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ class Predictor:
             self._foreground.notify_all()
 
     def _after_foreground(self) -> None:
-        """Wait until no foreground call runs and the last one, or :meth:`defer_background`, was ``BACKGROUND_GRACE_S`` ago."""
+        """Wait until no foreground call runs and the last one ended, or :meth:`defer_background` was called,
+        ``BACKGROUND_GRACE_S`` ago."""
         with self._foreground:
             while True:
                 self._foreground.wait_for(lambda: self._foreground_calls == 0)

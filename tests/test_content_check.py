@@ -57,8 +57,8 @@ def test_reslices_are_flagged_as_reformatted_views_and_axial_slices_are_not(pred
                                                                              sample_records) -> None:
     threshold = predictor.input_check.reslice_threshold
     assert np.isfinite(threshold), "weights/input_check.json has no reslice threshold: run python -m brainseg calibrate"
-    patients = list(by_patient(sample_records).values())
-    views = [view for rows in patients for view in negatives.reslices(np.stack([read_slice(r.image_path) for r in rows]))]
+    volumes = [np.stack([read_slice(r.image_path) for r in rows]) for rows in by_patient(sample_records).values()]
+    views = [view for volume in volumes for view in negatives.reslices(volume)]
     checks = [p.check for p in predictor.predict_many(views)]
     assert all(any("reformatted" in reason for reason in c.reasons) for c in checks), [c.reasons for c in checks]
     axial = [read_slice(r.image_path) for r in sample_records]
