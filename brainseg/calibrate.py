@@ -20,13 +20,15 @@ from tqdm import tqdm
 
 from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHBOURS, OK, ONE_SEQUENCE_SHARE,
                              ContentModel, InputCheck, assess_many, content_features, feature_distance,
-                             mahalanobis, measure_brain, reslice_anisotropy, slice_statistics, thumbnail,
-                             unit_rows)
+                             mahalanobis, measure_brain, measure_pixels, reslice_anisotropy, slice_statistics,
+                             thumbnail, unit_rows)
 from brainseg.data import SliceRecord, index_dataset, load_split, select
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import resize_image
 from brainseg.samples import SAMPLES_DIR
+from brainseg.sequence import SequenceNet, volume_looks_t1
+from brainseg.sequence_training import FLAIR, T1, grey_volumes, train_sequence_net, volume_means, volume_threshold
 from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256
 
 INTENSITY_STATISTICS = tuple(f"{kind}_{c}" for c in range(3) for kind in ("mean", "std"))
@@ -180,6 +182,8 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
     val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
     made = negatives(negative_records if negative_records is not None else train)
+    sequence_net, sequence_threshold, sequence_validation = fit_sequence(
+        negative_records if negative_records is not None else train, val)
     reslice_threshold = RESLICE_MARGIN * max([s["reslice_anisotropy"] for s in val_statistics] +
                                              [reslice_anisotropy(measure_brain(image)) for image in val_flair])
     resliced = np.array([reslice_anisotropy(measure_brain(image)) > reslice_threshold for _, _, image in made])
@@ -229,6 +233,8 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
                                                    for s in train_statistics])),
         "margin": margin,
         "reslice_threshold": reslice_threshold,
+        "sequence_threshold": sequence_threshold,
+        "sequence_validation": sequence_validation,
         "low": dict(zip(INTENSITY_STATISTICS, low.round(4).tolist())),
         "high": dict(zip(INTENSITY_STATISTICS, high.round(4).tolist())),
         "distance_threshold": neighbour_threshold,
@@ -245,10 +251,36 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     save_file({"train_features": neighbours.astype(np.float16), "pca_mean": pca_mean, "pca_components": pca_components,
                "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean,
                "feature_std": std, "weights": weights, "bias": bias, "lgg_mean": one_class[0],
-               "lgg_std": one_class[1], "lgg_precision": one_class[2]}, str(weights_dir / CHECK_TENSORS))
+               "lgg_std": one_class[1], "lgg_precision": one_class[2], **sequence_net.tensors()},
+              str(weights_dir / CHECK_TENSORS))
     record_checksum(weights_dir / CHECK_TENSORS)
     (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
     return payload
+
+
+def fit_sequence(train: Sequence[SliceRecord], val: Sequence[SliceRecord]) -> tuple[SequenceNet, float, dict]:
+    """The grey-sequence network trained on ``train``'s patients, its volume threshold from ``val``'s volumes
+    (:func:`brainseg.sequence_training.volume_threshold`) and what it did there."""
+    net = train_sequence_net(grey_volumes(train))
+    means = volume_means(grey_volumes(val), net)
+    threshold = volume_threshold(means)
+    return net, threshold, {
+        "rule": "volume mean logit above the midpoint between the highest FLAIR and the lowest T1 validation volume",
+        "flair_volumes": [round(m, 3) for _, label, m in means if label == FLAIR],
+        "t1_volumes": [round(m, 3) for _, label, m in means if label == T1]}
+
+
+def sequence_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> dict[str, str]:
+    """How many of the patients' grey FLAIR and grey T1 volumes the check says look like T1 (the app's
+    :func:`brainseg.sequence.volume_looks_t1` over the pixel layers' evidence of each grey slice)."""
+    counts = {FLAIR: [0, 0], T1: [0, 0]}
+    for _, label, slices in tqdm(grey_volumes(records), desc="grey volumes", unit="volume"):
+        evidence = [measure_pixels(np.repeat(grey[..., None], 3, axis=2), predictor.input_check).t1_evidence
+                    for grey in slices]
+        counts[label][0] += volume_looks_t1(evidence)
+        counts[label][1] += 1
+    return {"flair_volumes_flagged": f"{counts[FLAIR][0]}/{counts[FLAIR][1]}",
+            "t1_volumes_flagged": f"{counts[T1][0]}/{counts[T1][1]}"}
 
 
 # ---- measurement ----------------------------------------------------------------------------------
@@ -298,6 +330,8 @@ def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path
         result["variants"][name] = {"slices": len(verdicts), "flagged": sum(v != OK for v in verdicts),
                                     "expected": "/".join(EXPECTED[name])}
     result["test_flair_only_flagged"] = result["variants"]["FLAIR copied into all three channels"]["flagged"]
+    if predictor.input_check.sequence is not None:
+        result["test_grey_volumes"] = sequence_volumes(predictor, test)
     tumour = [read_slice(r.image_path) for r in samples if r.tumour]
     result["sample_tumour_slices"] = len(tumour)
     result["sample_tumour_flagged"] = sum(c.flagged for c in check_images(predictor, tumour)) if tumour else 0
@@ -319,6 +353,10 @@ def summary(result: dict) -> str:
              f"({100 * result['test_false_alarm_rate']:.1f}%)."]
     lines.append(f"- The same test slices with only their FLAIR channel (copied to three): "
                  f"{result['test_flair_only_flagged']} flagged.")
+    if "test_grey_volumes" in result:
+        grey = result["test_grey_volumes"]
+        lines.append(f"- Test patients as grey single-sequence volumes, said to look like T1: FLAIR "
+                     f"{grey['flair_volumes_flagged']}, T1 (pre- or post-contrast) {grey['t1_volumes_flagged']}.")
     lines.append(f"- Bundled sample patients' tumour slices: {result['sample_tumour_flagged']} of "
                  f"{result['sample_tumour_slices']} flagged.")
     if "foreign_resized_256" in result:

@@ -19,7 +19,7 @@ Ranges come from training-split slices, thresholds from the validation patients;
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +30,7 @@ from safetensors.numpy import load_file
 
 from brainseg.errors import BrainsegError
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, histogram_moments, resize_image
+from brainseg.sequence import SequenceNet, from_tensors, sequence_logit
 from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 CHECK_JSON = "input_check.json"
@@ -48,6 +49,8 @@ class InputCheck:
     score: float                 # feature distance / validation threshold: above 1 is unlike the validation slices
     verdict: str                 # "ok", "caution" (only size/aspect differ) or "foreign"
     reasons: tuple[str, ...]     # what is unlike the training data, in words; empty when ok
+    t1_evidence: float | None = None  # grey slices: the sequence network's logit less its volume threshold
+                                      # (brainseg.sequence: a volume whose mean is above 0 looks like T1)
 
     @property
     def flagged(self) -> bool:
@@ -65,6 +68,8 @@ class Calibration:
     classifier_sha256: str
     content: ContentModel | None = None   # learned against negatives (brainseg.negatives); None in old calibrations
     reslice_threshold: float = float("inf")   # reslice_anisotropy above which a slice is a reformatted view
+    sequence: SequenceNet | None = None       # grey slices: T1 or FLAIR? (brainseg.sequence); None in old ones
+    sequence_threshold: float = float("inf")  # the volume mean logit above which a grey volume looks like T1
 
 
 @dataclass(frozen=True)
@@ -259,14 +264,20 @@ class PixelMeasures:
     statistics: dict[str, float]        # slice_statistics
     pixels: np.ndarray | None           # pixel_features, and ...
     layout: np.ndarray | None           # ... layout_features: None without a content model
+    t1_evidence: float | None = None    # grey slices with a sequence network: InputCheck.t1_evidence
 
 
 def measure_pixels(image_u8: np.ndarray, calibration: Calibration) -> PixelMeasures:
     """The pixel layers' measures of one ``HxWx3 uint8`` slice (at 256x256, as the models see it)."""
     measured, content = measure_brain(image_u8), calibration.content
-    return PixelMeasures(image_u8.shape[:2], slice_statistics(measured),
+    statistics = slice_statistics(measured)
+    t1_evidence = None
+    if calibration.sequence is not None and statistics["identical_channels"] >= ONE_SEQUENCE_SHARE:
+        logit = sequence_logit(measured.resized[..., 1], calibration.sequence)
+        t1_evidence = None if logit is None else logit - calibration.sequence_threshold
+    return PixelMeasures(image_u8.shape[:2], statistics,
                          None if content is None else pixel_features(measured),
-                         None if content is None else layout_features(measured, content))
+                         None if content is None else layout_features(measured, content), t1_evidence)
 
 
 def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibration: Calibration
@@ -279,8 +290,9 @@ def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibrat
     if content is not None:
         rows = np.stack([content_row(m.pixels, m.layout, f, content) for m, f in zip(measures, features)])
         probabilities, distances = content.probabilities(rows), content.distances(rows) / content.distance_threshold
-    return [_verdict(m.shape, m.statistics, float(ratio), calibration,
-                     None if content is None else (probabilities[i], float(distances[i])))
+    return [replace(_verdict(m.shape, m.statistics, float(ratio), calibration,
+                             None if content is None else (probabilities[i], float(distances[i]))),
+                    t1_evidence=m.t1_evidence)
             for i, (m, ratio) in enumerate(zip(measures, ratios))]
 
 
@@ -352,7 +364,8 @@ def load_calibration(weights_dir: str | Path = WEIGHTS_DIR) -> Calibration | Non
                                ) if "content_families" in payload else None
         calibration = Calibration(payload["low"], payload["high"], float(payload["distance_threshold"]),
                                   tensors["train_features"].astype(np.float32), payload["classifier_sha256"],
-                                  content, float(payload.get("reslice_threshold", "inf")))
+                                  content, float(payload.get("reslice_threshold", "inf")), from_tensors(tensors),
+                                  float(payload.get("sequence_threshold", "inf")))
     except (OSError, ValueError, KeyError) as err:
         raise BrainsegError(f"{json_path}: not a readable input-check calibration ({err}); "
                             "rerun python -m brainseg calibrate --data DIR") from None

@@ -1,0 +1,94 @@
+"""Which MRI sequence a grey (single-sequence) slice is: FLAIR, which the models need, or a T1 (pre- or
+post-contrast), which they do not. A small network (:class:`SequenceNet`) scores each grey slice; the volume's
+mean score decides, since one slice says little (validation: AUC 0.96 a slice, about half of the T1 slices above a
+0.5% FLAIR false-alarm threshold) and a volume's slices say it together.
+
+Pure numpy at inference (the network is five stride-2 3x3 convolutions with their BatchNorm folded in, run as
+matrix products); trained by :mod:`brainseg.sequence_training` during ``calibrate``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+SEQUENCE_SIZE = 128          # the side the network sees
+MIN_BRAIN_SHARE = 0.15       # slices with less brain (a volume's ends) are not scored
+BACKGROUND = 10              # uint8 level at or below which a pixel is background
+MIN_STD = 8.0                # uint8 units, as in preprocessing
+MIN_SCORED_SLICES = 3        # a volume needs this many scored slices for a verdict
+
+
+@dataclass(frozen=True)
+class SequenceNet:
+    """Convolutions ``weights[i]`` (``out x in x 3 x 3``, stride 2, padding 1, BatchNorm folded) with ``biases[i]``
+    and ReLU, a global mean, then ``head_weight`` (``C``) and ``head_bias``: the logit of "T1, not FLAIR"."""
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    head_weight: np.ndarray
+    head_bias: float
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Flat float32 arrays for a safetensors file (see :func:`from_tensors`)."""
+        out = {f"sequence.conv{i}.weight": w.astype(np.float32) for i, w in enumerate(self.weights)}
+        out.update({f"sequence.conv{i}.bias": b.astype(np.float32) for i, b in enumerate(self.biases)})
+        out["sequence.head.weight"] = self.head_weight.astype(np.float32)
+        out["sequence.head.bias"] = np.array([self.head_bias], np.float32)
+        return out
+
+
+def from_tensors(tensors: dict[str, np.ndarray]) -> SequenceNet | None:
+    """The network stored by :meth:`SequenceNet.tensors`; None when the tensors hold none."""
+    if "sequence.head.weight" not in tensors:
+        return None
+    count = sum(1 for name in tensors if name.startswith("sequence.conv") and name.endswith(".weight"))
+    return SequenceNet(tuple(tensors[f"sequence.conv{i}.weight"] for i in range(count)),
+                       tuple(tensors[f"sequence.conv{i}.bias"] for i in range(count)),
+                       tensors["sequence.head.weight"], float(tensors["sequence.head.bias"][0]))
+
+
+def grey_input(grey_u8: np.ndarray) -> np.ndarray | None:
+    """``SEQUENCE_SIZE``-square float32 input of an ``HxW uint8`` grey slice: resized (bilinear), z-scored over its
+    brain (pixels above the background), the background 0; None when the brain is under ``MIN_BRAIN_SHARE``."""
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(grey_u8)).resize((SEQUENCE_SIZE, SEQUENCE_SIZE),
+                                                                              Image.BILINEAR), np.float32)
+    brain = small > BACKGROUND
+    if brain.mean() < MIN_BRAIN_SHARE:
+        return None
+    values = small[brain]
+    mean, std = values.mean(), max(float(values.std()), MIN_STD)
+    return np.where(brain, (small - mean) / std, 0.0).astype(np.float32)
+
+
+def _convolve(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``C x H x W`` -> ``out x H/2 x W/2``: a 3x3 convolution, stride 2, padding 1, then ReLU (as a matrix product
+    of the weights with the 9 shifted, strided views of the padded input)."""
+    channels, height, width = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    taps = np.stack([padded[:, dy:dy + height:2, dx:dx + width:2] for dy in range(3) for dx in range(3)], axis=1)
+    columns = taps.reshape(channels * 9, -1)                  # (C*9) x (H/2 * W/2), C-major like the weights
+    out = weight.reshape(weight.shape[0], -1) @ columns + bias[:, None]
+    return np.maximum(out, 0.0).reshape(weight.shape[0], height // 2, width // 2)
+
+
+def sequence_logit(grey_u8: np.ndarray, net: SequenceNet) -> float | None:
+    """The network's logit that a grey slice is a T1 (pre- or post-contrast), not FLAIR; None for a slice with
+    too little brain to say."""
+    x = grey_input(grey_u8)
+    if x is None:
+        return None
+    x = x[None]
+    for weight, bias in zip(net.weights, net.biases):
+        x = _convolve(x, weight, bias)
+    return float(x.mean(axis=(1, 2)) @ net.head_weight + net.head_bias)
+
+
+def volume_looks_t1(evidence: Sequence[float | None]) -> bool:
+    """Whether a grey volume looks like a T1, not FLAIR, from its slices' ``InputCheck.t1_evidence`` (logit less the
+    threshold that ``calibrate`` chose on the validation patients): their mean above 0, over at least
+    ``MIN_SCORED_SLICES`` scored slices."""
+    scored = [value for value in evidence if value is not None]
+    return len(scored) >= MIN_SCORED_SLICES and float(np.mean(scored)) > 0.0

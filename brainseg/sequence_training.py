@@ -1,0 +1,118 @@
+"""Training of the grey-sequence network (:mod:`brainseg.sequence`) and its volume threshold, for ``calibrate``.
+
+Positives are T1 slices, negatives FLAIR, both as grey single-sequence images of the same patients: each slice's
+FLAIR channel, and its pre- and post-contrast channels where they are real (not FLAIR filling in for a missing
+sequence). Trained on the training patients only; the threshold comes from the validation patients' volumes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from brainseg.data import SliceRecord, by_patient
+from brainseg.io import read_slice
+from brainseg.sequence import SequenceNet, grey_input, sequence_logit
+
+FLAIR, T1 = 0, 1
+CHANNELS = 16, 32, 64, 64, 64
+EPOCHS = 15
+BATCH = 64
+LEARNING_RATE = 2e-3
+
+
+def grey_volumes(records: Sequence[SliceRecord]) -> list[tuple[str, int, list[np.ndarray]]]:
+    """``(patient, label, grey slices)`` for each patient's FLAIR volume and each of its real T1 volumes (pre- and
+    post-contrast), every slice as ``HxW uint8``."""
+    out = []
+    for patient, rows in by_patient(records).items():
+        volume = [read_slice(r.image_path) for r in rows]
+        out.append((patient, FLAIR, [image[..., 1] for image in volume]))
+        for channel in (0, 2):
+            real = [image[..., channel] for image in volume if not np.array_equal(image[..., channel], image[..., 1])]
+            if real:
+                out.append((patient, T1, real))
+    return out
+
+
+def _network(torch):
+    nn = torch.nn
+    layers, previous = [], 1
+    for width in CHANNELS:
+        layers += [nn.Conv2d(previous, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU()]
+        previous = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(previous, 1))
+
+
+def train_sequence_net(volumes: Sequence[tuple[str, int, list[np.ndarray]]], seed: int = 0,
+                       epochs: int = EPOCHS) -> SequenceNet:
+    """Train on the scored slices of ``volumes`` (flips and quarter turns as augmentation); the BatchNorm folded
+    into the convolutions of the returned :class:`SequenceNet`."""
+    import torch
+    import torch.nn.functional as F
+    torch.manual_seed(seed)
+    inputs, labels = [], []
+    for _, label, slices in volumes:
+        for grey in slices:
+            x = grey_input(grey)
+            if x is not None:
+                inputs.append(x)
+                labels.append(label)
+    x_all = torch.from_numpy(np.stack(inputs))[:, None]
+    y_all = torch.tensor(labels, dtype=torch.float32)
+    net = _network(torch)
+    steps = epochs * ((len(x_all) + BATCH - 1) // BATCH)
+    optimiser = torch.optim.AdamW(net.parameters(), LEARNING_RATE, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, LEARNING_RATE, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in tqdm(range(epochs), desc="sequence network", unit="epoch"):
+        order = torch.randperm(len(x_all), generator=generator)
+        for start in range(0, len(x_all), BATCH):
+            index = order[start:start + BATCH]
+            batch = x_all[index]
+            if torch.rand(1, generator=generator) < 0.5:
+                batch = batch.flip(3)
+            batch = torch.rot90(batch, int(torch.randint(4, (1,), generator=generator)), (2, 3))
+            loss = F.binary_cross_entropy_with_logits(net(batch)[:, 0], y_all[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    return fold(net.eval())
+
+
+def fold(net) -> SequenceNet:
+    """The trained torch network (eval mode) as a :class:`SequenceNet`, each BatchNorm folded into its conv."""
+    import torch
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net if isinstance(m, torch.nn.BatchNorm2d)]
+    head = net[-1]
+    weights, biases = [], []
+    with torch.no_grad():
+        for conv, norm in zip(convs, norms):
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            weights.append((conv.weight * scale[:, None, None, None]).numpy().astype(np.float32))
+            biases.append(((conv.bias - norm.running_mean) * scale + norm.bias).numpy().astype(np.float32))
+        return SequenceNet(tuple(weights), tuple(biases), head.weight[0].numpy().astype(np.float32),
+                           float(head.bias[0]))
+
+
+def volume_means(volumes: Sequence[tuple[str, int, list[np.ndarray]]], net: SequenceNet
+                 ) -> list[tuple[str, int, float]]:
+    """``(patient, label, mean logit over the volume's scored slices)`` of each volume."""
+    out = []
+    for patient, label, slices in tqdm(volumes, desc="sequence volumes", unit="volume"):
+        logits = [value for value in (sequence_logit(grey, net) for grey in slices) if value is not None]
+        if logits:
+            out.append((patient, label, float(np.mean(logits))))
+    return out
+
+
+def volume_threshold(means: Sequence[tuple[str, int, float]]) -> float:
+    """Midway between the highest FLAIR volume and the lowest T1 volume (of the validation patients) where they
+    are apart, else at the highest FLAIR volume: a FLAIR-only volume is a normal upload, so none of them is flagged."""
+    flair = max(m for _, label, m in means if label == FLAIR)
+    t1 = min(m for _, label, m in means if label == T1)
+    return (flair + t1) / 2 if t1 > flair else flair
