@@ -12,6 +12,8 @@ Three layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.cal
 - content (:class:`ContentModel`): brain histograms, channel structure, the slice's layout (16x16 thumbnail) and
   the classifier's pooled features, scored by a softmax regression against negatives of known kinds
   (:mod:`brainseg.negatives`) and by a one-class distance to the LGG training slices.
+- sequence of a grey slice (:mod:`brainseg.sequence`): each one-sequence slice's evidence that it is a T1, not
+  FLAIR (``InputCheck.t1_evidence``), which a volume's slices judge together; it changes no slice's verdict.
 
 Ranges come from training-split slices, thresholds from the validation patients; never the test split.
 ``assess`` is pure and cheap (a few ms a slice); :class:`brainseg.inference.Predictor` runs it on every slice.

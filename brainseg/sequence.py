@@ -92,3 +92,15 @@ def volume_looks_t1(evidence: Sequence[float | None]) -> bool:
     ``MIN_SCORED_SLICES`` scored slices."""
     scored = [value for value in evidence if value is not None]
     return len(scored) >= MIN_SCORED_SLICES and float(np.mean(scored)) > 0.0
+
+
+def volume_warning(evidence: Sequence[float | None]) -> str:
+    """The warning for a grey volume that looks like T1 (:func:`volume_looks_t1`), "" otherwise."""
+    if not volume_looks_t1(evidence):
+        return ""
+    scored = sum(value is not None for value in evidence)
+    return ("one MRI sequence that looks T1-weighted (pre- or post-contrast), not FLAIR (judged over its "
+            f"{scored} slices with brain): the models were trained on FLAIR with the two T1 sequences beside it, "
+            "or on FLAIR alone, and on a T1 alone their masks and tumour probabilities are unreliable; use the "
+            "FLAIR volume, or all three sequences (if this is FLAIR after all, the predictions stand: the check "
+            "takes about one FLAIR volume in ten for T1, see the model card)")

@@ -29,6 +29,7 @@ from brainseg.errors import BrainsegError
 from brainseg.gallery import load_patients
 from brainseg.inference import BATCH_SIZE, Prediction, Predictor, volume_masks
 from brainseg.io import SUFFIXES, read_mask, read_slice
+from brainseg.sequence import volume_warning
 from brainseg.weights import WEIGHTS_DIR
 
 if TYPE_CHECKING:   # explain needs torch: imported when a visitor asks for an explanation
@@ -158,6 +159,12 @@ def check_summary(predictions: Sequence[Prediction]) -> str:
     flagged = sum(c.flagged for c in checked)
     return f"{flagged} of {len(checked)} slices unlike the training data" if flagged else \
         f"all {len(checked)} slices like the training data"
+
+
+def sequence_warning(predictions: Sequence[Prediction]) -> str:
+    """The warning for a grey (single-sequence) volume that looks like a T1, not FLAIR ("" otherwise)."""
+    warning = volume_warning([p.check.t1_evidence for p in predictions if p.check is not None])
+    return f"This volume is {warning}." if warning else ""
 
 
 def gallery_key(folder: str, patient: str, number: int) -> str:

@@ -1,0 +1,107 @@
+"""The input check's grey-volume sequence layer (:mod:`brainseg.sequence`) with the shipped calibration, on the
+bundled sample patients' real slices: a grey T1 volume is said to look like T1, a grey FLAIR volume is not."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from streamlit.testing.v1 import AppTest
+
+from brainseg import gallery, sequence
+from brainseg.__main__ import main
+from brainseg.checks import load_calibration, measure_pixels
+from brainseg.data import by_patient, index_dataset
+from brainseg.io import read_slice
+from brainseg.sequence_training import FLAIR, T1, grey_volumes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    found = load_calibration()
+    if found is None or found.sequence is None:
+        pytest.skip("the shipped input-check calibration has no sequence network")
+    return found
+
+
+@pytest.fixture(scope="module")
+def sample_volumes() -> list[tuple[str, int, list[np.ndarray]]]:
+    return grey_volumes(index_dataset(gallery.SAMPLES_DIR))
+
+
+def evidence_of(volume: list[np.ndarray], calibration) -> list[float | None]:
+    """Each grey slice's evidence as the app measures it: copied to three channels, through the pixel layers."""
+    return [measure_pixels(np.repeat(grey[..., None], 3, axis=2), calibration).t1_evidence for grey in volume]
+
+
+def test_numpy_network_equals_torch_convolutions(calibration, sample_volumes) -> None:
+    net = calibration.sequence
+    grey = sample_volumes[0][2][len(sample_volumes[0][2]) // 2]
+    x = torch.from_numpy(sequence.grey_input(grey))[None, None]
+    for weight, bias in zip(net.weights, net.biases):
+        x = F.relu(F.conv2d(x, torch.from_numpy(weight), torch.from_numpy(bias), stride=2, padding=1))
+    expected = float(x.mean(dim=(2, 3))[0] @ torch.from_numpy(net.head_weight)) + net.head_bias
+    assert sequence.sequence_logit(grey, net) == pytest.approx(expected, abs=1e-4)
+
+
+def test_bundled_patients_grey_t1_volumes_look_t1_and_their_flair_volumes_do_not(calibration,
+                                                                                  sample_volumes) -> None:
+    verdicts = {(patient, label): sequence.volume_looks_t1(evidence_of(volume, calibration))
+                for patient, label, volume in sample_volumes}
+    assert {label for _, label in verdicts} == {FLAIR, T1}
+    assert not any(flagged for (_, label), flagged in verdicts.items() if label == FLAIR), verdicts
+    assert all(flagged for (_, label), flagged in verdicts.items() if label == T1), verdicts
+
+
+def test_three_channel_slices_and_slices_without_brain_carry_no_evidence(calibration) -> None:
+    records = next(iter(by_patient(index_dataset(gallery.SAMPLES_DIR)).values()))
+    image = read_slice(records[len(records) // 2].image_path)
+    assert measure_pixels(image, calibration).t1_evidence is None            # three sequences: nothing to judge
+    assert measure_pixels(np.zeros_like(image), calibration).t1_evidence is None   # grey, but no brain
+
+
+def test_a_volume_needs_three_scored_slices_and_a_positive_mean() -> None:
+    assert not sequence.volume_looks_t1([5.0, 4.0, None, None])
+    assert sequence.volume_looks_t1([5.0, 4.0, -1.0, None])
+    assert not sequence.volume_looks_t1([5.0, -4.0, -2.0])
+    assert sequence.volume_warning([1.0, 1.0, 1.0]).startswith("one MRI sequence that looks T1-weighted")
+    assert sequence.volume_warning([-1.0, -1.0, -1.0]) == ""
+
+
+def grey_nifti(volume: list[np.ndarray], path: Path) -> Path:
+    """A 3D NIfTI of one sequence (x, y, z), as a scanner export of a single series would be."""
+    stored = np.stack(volume).transpose(2, 1, 0)
+    path.write_bytes(gzip.compress(nib.Nifti1Image(stored, np.diag([-0.94, -0.94, 3.3, 1.0])).to_bytes()))
+    return path
+
+
+def test_predict_warns_about_a_grey_t1_volume_and_not_about_its_flair(calibration, sample_volumes,
+                                                                       tmp_path: Path, capsys) -> None:
+    patient = sample_volumes[0][0]
+    flair = next(v for p, label, v in sample_volumes if p == patient and label == FLAIR)
+    t1 = next(v for p, label, v in sample_volumes if p == patient and label == T1)
+    scans = [grey_nifti(flair, tmp_path / "flair.nii.gz"), grey_nifti(t1, tmp_path / "t1.nii.gz")]
+
+    assert main(["predict", *map(str, scans), "--out", str(tmp_path / "out")]) == 0
+
+    warned = [line for line in capsys.readouterr().err.splitlines() if "looks T1-weighted" in line]
+    assert len(warned) == 1 and warned[0].startswith(str(scans[1])), warned
+
+
+def test_the_page_warns_about_an_uploaded_grey_t1_volume(calibration, sample_volumes, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRAINSEG_DATA", raising=False)
+    monkeypatch.chdir(ROOT)
+    t1 = next(v for _, label, v in sample_volumes if label == T1)
+    scan = grey_nifti(t1, tmp_path / "t1.nii.gz")
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
+    app.run()
+    app.file_uploader(key="volume_files").set_value([(scan.name, scan.read_bytes(), "application/gzip")]).run()
+    assert not app.exception and not app.error
+    assert any("looks T1-weighted" in w.value for w in app.warning), [w.value for w in app.warning]
