@@ -14,10 +14,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from brainseg.preprocess import BACKGROUND_LEVEL, MIN_STD
+
 SEQUENCE_SIZE = 128          # the side the network sees
 MIN_BRAIN_SHARE = 0.15       # slices with less brain (a volume's ends) are not scored
-BACKGROUND = 10              # uint8 level at or below which a pixel is background
-MIN_STD = 8.0                # uint8 units, as in preprocessing
 MIN_SCORED_SLICES = 3        # a volume needs this many scored slices for a verdict
 
 
@@ -55,7 +55,7 @@ def grey_input(grey_u8: np.ndarray) -> np.ndarray | None:
     brain (pixels above the background), the background 0; None when the brain is under ``MIN_BRAIN_SHARE``."""
     small = np.asarray(Image.fromarray(np.ascontiguousarray(grey_u8)).resize((SEQUENCE_SIZE, SEQUENCE_SIZE),
                                                                               Image.BILINEAR), np.float32)
-    brain = small > BACKGROUND
+    brain = small > BACKGROUND_LEVEL
     if brain.mean() < MIN_BRAIN_SHARE:
         return None
     values = small[brain]

@@ -86,17 +86,14 @@ def train_sequence_net(volumes: Sequence[tuple[str, int, list[np.ndarray]]], see
 def fold(net) -> SequenceNet:
     """The trained torch network (eval mode) as a :class:`SequenceNet`, each BatchNorm folded into its conv."""
     import torch
+    from brainseg.torch_engine import fold_batch_norm
     convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
     norms = [m for m in net if isinstance(m, torch.nn.BatchNorm2d)]
-    head = net[-1]
-    weights, biases = [], []
     with torch.no_grad():
-        for conv, norm in zip(convs, norms):
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            weights.append((conv.weight * scale[:, None, None, None]).numpy().astype(np.float32))
-            biases.append(((conv.bias - norm.running_mean) * scale + norm.bias).numpy().astype(np.float32))
-        return SequenceNet(tuple(weights), tuple(biases), head.weight[0].numpy().astype(np.float32),
-                           float(head.bias[0]))
+        folded = [fold_batch_norm(conv, norm) for conv, norm in zip(convs, norms)]
+        return SequenceNet(tuple(w.numpy().astype(np.float32) for w, _ in folded),
+                           tuple(b.numpy().astype(np.float32) for _, b in folded),
+                           net[-1].weight[0].numpy().astype(np.float32), float(net[-1].bias[0]))
 
 
 def volume_means(volumes: Sequence[tuple[str, int, list[np.ndarray]]], net: SequenceNet
