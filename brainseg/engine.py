@@ -180,6 +180,11 @@ class OpenVinoEngine:
             compiled[kind] = core.compile_model(model, "CPU", config)
             alongside[kind] = core.compile_model(model, "CPU", beside) if threads >= 2 else compiled[kind]
         self.segmenter, self.classifier = compiled["segmenter"], compiled["classifier"]
+        # each compiled model's first inference, one at a time: the first calls of two freshly compiled models
+        # from two threads at once hung inside OpenVINO once (both threads waiting in get_input_tensor, CI)
+        blank = np.zeros((1, 3, 256, 256), np.float32)
+        for model in {id(m): m for m in (*compiled.values(), *alongside.values())}.values():
+            self._run(model, blank)
         self._segmenter_beside, self._classifier_beside = alongside["segmenter"], alongside["classifier"]
         self._beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="segmenter") if threads >= 2 else None
         ran = str(self.segmenter.get_property("INFERENCE_PRECISION_HINT"))
