@@ -40,7 +40,7 @@ UPLOADS = ("TCGA_CS_4942_19970222_11.tif", "TCGA_CS_4942_19970222_11_mask.tif", 
 NEXT_CLICKS = 5
 # (row name, toggle label, text that appears once it is on); the heat map's label names its method, which may change
 TOGGLES = [("+ toggle Why (heat map)", re.compile(r"^Why \("), re.compile(r"^Why: ")),
-           ("+ toggle Uncertainty (flip TTA)", "Uncertainty (flip TTA)", "Uncertainty: share of the 4 flips"),
+           ("+ toggle Uncertainty (flip TTA)", "Uncertainty", "Uncertainty: share of the 4 flips"),
            ("+ toggle Patient in 3D", "Patient in 3D", "Patient summary (CSV)")]
 SETTLE_S = 1.0     # after the page is idle, before reading /proc: let the server finish sending
 
