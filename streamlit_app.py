@@ -491,7 +491,7 @@ def volume_tab(settings: Settings) -> None:
                 f"slice x row x column {spacing} mm · stored as {scan.geometry.orientation} "
                 f"{scan.geometry.dtype}  \nchannels: {channels}" +
                 "".join(f"  \n{note}" for note in scan.notes))
-    sequence = service.sequence_warning(slices.predictions)
+    sequence = service.sequence_warning(slices)
     if sequence:
         st.warning(sequence, icon=":material/warning:")
     check = service.check_summary(slices.predictions)

@@ -22,12 +22,12 @@ from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHB
                              ContentModel, InputCheck, assess_many, content_features, feature_distance,
                              mahalanobis, measure_brain, measure_pixels, reslice_anisotropy, slice_statistics,
                              thumbnail, unit_rows)
-from brainseg.data import SliceRecord, index_dataset, load_split, select
+from brainseg.data import SliceRecord, by_patient, index_dataset, load_split, select
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import resize_image
 from brainseg.samples import SAMPLES_DIR
-from brainseg.sequence import SequenceNet, volume_looks_t1
+from brainseg.sequence import SequenceNet, order_warning, volume_looks_t1
 from brainseg.sequence_training import FLAIR, T1, grey_volumes, train_sequence_net, volume_means, volume_threshold
 from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256
 
@@ -283,6 +283,33 @@ def sequence_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> di
             "t1_volumes_flagged": f"{counts[T1][0]}/{counts[T1][1]}"}
 
 
+PERMUTATIONS = ((0, 2, 1), (1, 0, 2), (2, 1, 0), (1, 2, 0), (2, 0, 1))   # every channel order but the dataset's
+
+
+def order_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> dict:
+    """How often :func:`brainseg.sequence.order_warning` warns about the patients' three-channel volumes as they are,
+    in the other orders that put another sequence in the middle, and in those that leave FLAIR there (pre- and
+    post-contrast swapped, or a copy of FLAIR that the dataset filled in for a missing sequence moved to the middle)."""
+    check = predictor.input_check
+    counts = {"as_is": [0, 0], "flair_moved": [0, 0], "flair_in_middle": [0, 0]}
+    warned_as_is = []
+    for patient, rows in tqdm(by_patient(records).items(), desc="channel order", unit="patient"):
+        volume = [read_slice(r.image_path) for r in rows]
+        for order in [(0, 1, 2), *PERMUTATIONS]:
+            permuted = [np.ascontiguousarray(image[..., order]) for image in volume]
+            if order != (0, 1, 2) and all(np.array_equal(a, b) for a, b in zip(permuted, volume)):
+                continue   # every slice unchanged (a filled channel swapped with FLAIR)
+            flair_in_middle = all(np.array_equal(a[..., 1], b[..., 1]) for a, b in zip(permuted, volume))
+            kind = "as_is" if order == (0, 1, 2) else "flair_in_middle" if flair_in_middle else "flair_moved"
+            warned = bool(order_warning(permuted, check.sequence, check.sequence_threshold))
+            counts[kind][0] += warned
+            counts[kind][1] += 1
+            if warned and kind == "as_is":
+                warned_as_is.append(patient)
+    return {**{f"{kind}_warned": f"{hit}/{total}" for kind, (hit, total) in counts.items()},
+            "as_is_warned_patients": warned_as_is}
+
+
 # ---- measurement ----------------------------------------------------------------------------------
 
 def variants(image_u8: np.ndarray) -> dict[str, np.ndarray]:
@@ -332,6 +359,7 @@ def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path
     result["test_flair_only_flagged"] = result["variants"]["FLAIR copied into all three channels"]["flagged"]
     if predictor.input_check.sequence is not None:
         result["test_grey_volumes"] = sequence_volumes(predictor, test)
+        result["test_channel_order"] = order_volumes(predictor, test)
     tumour = [read_slice(r.image_path) for r in samples if r.tumour]
     result["sample_tumour_slices"] = len(tumour)
     result["sample_tumour_flagged"] = sum(c.flagged for c in check_images(predictor, tumour)) if tumour else 0
@@ -357,6 +385,11 @@ def summary(result: dict) -> str:
         grey = result["test_grey_volumes"]
         lines.append(f"- Test patients as grey single-sequence volumes, said to look like T1: FLAIR "
                      f"{grey['flair_volumes_flagged']}, T1 (pre- or post-contrast) {grey['t1_volumes_flagged']}.")
+    if "test_channel_order" in result:
+        order = result["test_channel_order"]
+        lines.append(f"- Test patients' three-channel volumes said to be out of order: as they are "
+                     f"{order['as_is_warned']}, FLAIR moved out of the middle {order['flair_moved_warned']}, "
+                     f"FLAIR (or a copy of it) left in the middle {order['flair_in_middle_warned']}.")
     lines.append(f"- Bundled sample patients' tumour slices: {result['sample_tumour_flagged']} of "
                  f"{result['sample_tumour_slices']} flagged.")
     if "foreign_resized_256" in result:

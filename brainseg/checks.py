@@ -13,7 +13,8 @@ Three layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.cal
   the classifier's pooled features, scored by a softmax regression against negatives of known kinds
   (:mod:`brainseg.negatives`) and by a one-class distance to the LGG training slices.
 - sequence of a grey slice (:mod:`brainseg.sequence`): each one-sequence slice's evidence that it is a T1, not
-  FLAIR (``InputCheck.t1_evidence``), which a volume's slices judge together; it changes no slice's verdict.
+  FLAIR (``InputCheck.t1_evidence``), which a volume's slices judge together; it changes no slice's verdict. The
+  same network tells whether a three-channel volume has FLAIR in the middle (:func:`channel_order_warning`).
 
 Ranges come from training-split slices, thresholds from the validation patients; never the test split.
 ``assess`` is pure and cheap (a few ms a slice); :class:`brainseg.inference.Predictor` runs it on every slice.
@@ -32,13 +33,12 @@ from safetensors.numpy import load_file
 
 from brainseg.errors import BrainsegError
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, histogram_moments, resize_image
-from brainseg.sequence import SequenceNet, from_tensors, sequence_logit
+from brainseg.sequence import CHANNELS, SequenceNet, from_tensors, order_warning, sequence_logit
 from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 CHECK_JSON = "input_check.json"
 CHECK_TENSORS = "input_check.safetensors"
 OK, CAUTION, FOREIGN = "ok", "caution", "foreign"
-CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
 NEIGHBOURS = 10
 IDENTICAL_LEVEL = 2          # uint8: channels closer than this at a pixel count as identical there
 ONE_SEQUENCE_SHARE = 0.9     # share of brain pixels with identical channels that makes a slice one sequence
@@ -238,6 +238,14 @@ def feature_distance(features: np.ndarray, train_features: np.ndarray) -> np.nda
     similarity = unit_rows(features) @ train_features.T
     k = min(NEIGHBOURS, train_features.shape[0])
     return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
+
+
+def channel_order_warning(images_u8: Sequence[np.ndarray], calibration: Calibration | None) -> str:
+    """:func:`brainseg.sequence.order_warning` for a volume's ``HxWx3 uint8`` slices with the shipped grey-sequence
+    network and its volume threshold; "" without them."""
+    if calibration is None or calibration.sequence is None:
+        return ""
+    return order_warning(images_u8, calibration.sequence, calibration.sequence_threshold)
 
 
 def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -> list[str]:

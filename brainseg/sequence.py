@@ -1,7 +1,8 @@
 """Which MRI sequence a grey (single-sequence) slice is: FLAIR, which the models need, or a T1 (pre- or
 post-contrast), which they do not. A small network (:class:`SequenceNet`) scores each grey slice; the volume's
 mean score decides, since one slice says little (validation: AUC 0.96 a slice, about half of the T1 slices above a
-0.5% FLAIR false-alarm threshold) and a volume's slices say it together.
+0.5% FLAIR false-alarm threshold) and a volume's slices say it together. The same network scores each channel of a
+three-channel volume to tell whether FLAIR is where the models expect it, in the middle (:func:`order_warning`).
 
 Pure numpy at inference (the network is five stride-2 3x3 convolutions with their BatchNorm folded in, run as
 matrix products); trained by :mod:`brainseg.sequence_training` during ``calibrate``.
@@ -19,6 +20,8 @@ from brainseg.preprocess import BACKGROUND_LEVEL, MIN_STD
 SEQUENCE_SIZE = 128          # the side the network sees
 MIN_BRAIN_SHARE = 0.15       # slices with less brain (a volume's ends) are not scored
 MIN_SCORED_SLICES = 3        # a volume needs this many scored slices for a verdict
+ORDER_SLICES = 16            # slices of a three-channel volume whose channels are scored (evenly spaced)
+CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")   # the models' channel order
 
 
 @dataclass(frozen=True)
@@ -104,3 +107,41 @@ def volume_warning(evidence: Sequence[float | None]) -> str:
             "or on FLAIR alone, and on a T1 alone their masks and tumour probabilities are unreliable; use the "
             "FLAIR volume, or all three sequences (if this is FLAIR after all, the predictions stand: the check "
             "takes about one FLAIR volume in ten for T1, see the model card)")
+
+
+def channel_means(images_u8: Sequence[np.ndarray], net: SequenceNet) -> tuple[list[float], int] | None:
+    """Each channel's mean logit over up to ``ORDER_SLICES`` evenly spaced slices of a volume (``HxWx3 uint8``)
+    whose middle channel has enough brain, scored as grey slices, and how many slices; None with fewer than
+    ``MIN_SCORED_SLICES`` such slices."""
+    usable = [image for image in images_u8 if grey_input(np.ascontiguousarray(image[..., 1])) is not None]
+    if len(usable) < MIN_SCORED_SLICES:
+        return None
+    chosen = [usable[i] for i in np.unique(np.linspace(0, len(usable) - 1, ORDER_SLICES).round().astype(int))]
+    means = []
+    for channel in range(3):
+        logits = [sequence_logit(np.ascontiguousarray(image[..., channel]), net) for image in chosen]
+        scored = [value for value in logits if value is not None]
+        if not scored:
+            return None
+        means.append(float(np.mean(scored)))
+    return means, len(chosen)
+
+
+def order_warning(images_u8: Sequence[np.ndarray], net: SequenceNet, threshold: float) -> str:
+    """The warning for a three-channel volume whose middle channel (taken as FLAIR) looks T1 by the volume
+    ``threshold`` while an outer channel looks like FLAIR; "" otherwise (also for one-sequence volumes)."""
+    if all(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 2], image[..., 1])
+           for image in images_u8):
+        return ""
+    found = channel_means(images_u8, net)
+    if found is None:
+        return ""
+    means, count = found
+    flair_like = [c for c in (0, 2) if means[c] <= threshold]
+    if means[1] <= threshold or not flair_like:
+        return ""
+    outer = " and ".join(f"the {CHANNELS[c]} channel ({means[c]:.1f})" for c in flair_like)
+    return (f"channels that look out of order: the middle channel, which the models take as FLAIR, looks "
+            f"T1-weighted (mean score {means[1]:.1f} over {count} slices, threshold {threshold:.1f}) and {outer} "
+            "looks like FLAIR. The models take pre-contrast, FLAIR and post-contrast in that order, so these "
+            "predictions are unreliable: check the channel order (a swap of pre- and post-contrast cannot be seen)")

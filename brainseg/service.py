@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from brainseg import metrics, viz, volume, volume_io
-from brainseg.checks import FOREIGN, InputCheck
+from brainseg.checks import FOREIGN, InputCheck, channel_order_warning
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
 from brainseg.gallery import load_patients
@@ -77,6 +77,7 @@ class PatientSlices:
     truths: list[np.ndarray]           # HxW bool (all empty when ``has_truth`` is False)
     predictions: list[Prediction]
     has_truth: bool = True             # False for an uploaded volume that came without a mask
+    order_warning: str = ""            # an uploaded volume whose channels look out of order (checks.channel_order_warning)
 
     def index(self, number: int) -> int:
         return self.numbers.index(number)
@@ -129,7 +130,8 @@ def volume_slices(scan: volume_io.Volume) -> PatientSlices:
     """Every slice of an uploaded volume predicted, in the gallery patient's record (empty truths without a mask)."""
     truths = scan.truths or [np.zeros(image.shape[:2], bool) for image in scan.images_u8]
     predictions = predictor().predict_many(scan.images_u8, batch_size=scan.batch_size)
-    return PatientSlices(scan.numbers, scan.images_u8, truths, predictions, scan.truths is not None)
+    return PatientSlices(scan.numbers, scan.images_u8, truths, predictions, scan.truths is not None,
+                         channel_order_warning(scan.images_u8, predictor().input_check))
 
 
 def upload_digest(files: Sequence[tuple[str, bytes]], masks: Sequence[tuple[str, bytes]] = (),
@@ -161,10 +163,13 @@ def check_summary(predictions: Sequence[Prediction]) -> str:
         f"all {len(checked)} slices like the training data"
 
 
-def sequence_warning(predictions: Sequence[Prediction]) -> str:
-    """The warning for a grey (single-sequence) volume that looks like a T1, not FLAIR ("" otherwise)."""
-    warning = volume_warning([p.check.t1_evidence for p in predictions if p.check is not None])
-    return f"This volume is {warning}." if warning else ""
+def sequence_warning(slices: PatientSlices) -> str:
+    """The warning for a volume whose sequences look wrong: a grey (single-sequence) volume that looks like a T1,
+    not FLAIR, or three channels that look out of order ("" otherwise)."""
+    warning = volume_warning([p.check.t1_evidence for p in slices.predictions if p.check is not None])
+    if warning:
+        return f"This volume is {warning}."
+    return f"This volume has {slices.order_warning}." if slices.order_warning else ""
 
 
 def gallery_key(folder: str, patient: str, number: int) -> str:

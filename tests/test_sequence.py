@@ -105,3 +105,57 @@ def test_the_page_warns_about_an_uploaded_grey_t1_volume(calibration, sample_vol
     app.file_uploader(key="volume_files").set_value([(scan.name, scan.read_bytes(), "application/gzip")]).run()
     assert not app.exception and not app.error
     assert any("looks T1-weighted" in w.value for w in app.warning), [w.value for w in app.warning]
+
+
+def three_channel_nifti(volume: list[np.ndarray], path: Path) -> Path:
+    """A 4D NIfTI of three volumes (x, y, z, sequence), as a user may assemble one."""
+    stored = np.stack(volume).transpose(2, 1, 0, 3)
+    path.write_bytes(gzip.compress(nib.Nifti1Image(stored, np.diag([-0.94, -0.94, 3.3, 1.0])).to_bytes()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_rgb_volumes() -> dict[str, list[np.ndarray]]:
+    return {patient: [read_slice(r.image_path) for r in rows]
+            for patient, rows in by_patient(index_dataset(gallery.SAMPLES_DIR)).items()}
+
+
+def test_bundled_patients_channels_look_in_order_and_flair_moved_out_of_the_middle_does_not(
+        calibration, sample_rgb_volumes) -> None:
+    net, threshold = calibration.sequence, calibration.sequence_threshold
+    for patient, volume in sample_rgb_volumes.items():
+        assert sequence.order_warning(volume, net, threshold) == "", patient
+        for order in ((1, 0, 2), (0, 2, 1), (2, 0, 1), (1, 2, 0)):
+            moved = [np.ascontiguousarray(image[..., order]) for image in volume]
+            if all(np.array_equal(a[..., 1], b[..., 1]) for a, b in zip(moved, volume)):
+                continue   # the dataset filled a channel with FLAIR, and that copy is now in the middle
+            warning = sequence.order_warning(moved, net, threshold)
+            assert warning.startswith("channels that look out of order"), (patient, order)
+        swapped = [np.ascontiguousarray(image[..., (2, 1, 0)]) for image in volume]
+        assert sequence.order_warning(swapped, net, threshold) == "", patient   # FLAIR in place: cannot be seen
+
+
+def test_one_sequence_volumes_get_no_order_warning(calibration, sample_volumes) -> None:
+    grey = [np.repeat(g[..., None], 3, axis=2) for g in next(v for _, label, v in sample_volumes if label == T1)]
+    assert sequence.order_warning(grey, calibration.sequence, calibration.sequence_threshold) == ""
+
+
+def test_predict_and_the_page_warn_about_a_volume_with_flair_out_of_the_middle(
+        calibration, sample_rgb_volumes, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    volume = next(iter(sample_rgb_volumes.values()))
+    in_order = three_channel_nifti(volume, tmp_path / "in_order.nii.gz")
+    flair_first = three_channel_nifti([np.ascontiguousarray(i[..., (1, 0, 2)]) for i in volume],
+                                      tmp_path / "flair_first.nii.gz")
+
+    assert main(["predict", str(in_order), str(flair_first), "--out", str(tmp_path / "out")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "look out of order" in line]
+    assert len(warned) == 1 and warned[0].startswith(str(flair_first)), warned
+
+    monkeypatch.delenv("BRAINSEG_DATA", raising=False)
+    monkeypatch.chdir(ROOT)
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
+    app.run()
+    app.file_uploader(key="volume_files").set_value(
+        [(flair_first.name, flair_first.read_bytes(), "application/gzip")]).run()
+    assert not app.exception and not app.error
+    assert any("look out of order" in w.value for w in app.warning), [w.value for w in app.warning]
