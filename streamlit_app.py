@@ -491,9 +491,8 @@ def volume_tab(settings: Settings) -> None:
                 f"slice x row x column {spacing} mm · stored as {scan.geometry.orientation} "
                 f"{scan.geometry.dtype}  \nchannels: {channels}" +
                 "".join(f"  \n{note}" for note in scan.notes))
-    sequence = service.sequence_warning(slices)
-    if sequence:
-        st.warning(sequence, icon=":material/warning:")
+    if slices.sequence_warning:
+        st.warning(slices.sequence_warning, icon=":material/warning:")
     check = service.check_summary(slices.predictions)
     if check.split(" ")[0] not in ("all", "0", ""):
         st.warning(f"Input check: {check}; their predictions are unreliable.", icon=":material/warning:")

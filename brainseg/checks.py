@@ -14,7 +14,7 @@ Three layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.cal
   (:mod:`brainseg.negatives`) and by a one-class distance to the LGG training slices.
 - sequence of a grey slice (:mod:`brainseg.sequence`): each one-sequence slice's evidence that it is a T1, not
   FLAIR (``InputCheck.t1_evidence``), which a volume's slices judge together; it changes no slice's verdict. The
-  same network tells whether a three-channel volume has FLAIR in the middle (:func:`channel_order_warning`).
+  same network tells whether a three-channel volume has FLAIR in the middle (:func:`volume_sequence_warning`).
 
 Ranges come from training-split slices, thresholds from the validation patients; never the test split.
 ``assess`` is pure and cheap (a few ms a slice); :class:`brainseg.inference.Predictor` runs it on every slice.
@@ -33,7 +33,7 @@ from safetensors.numpy import load_file
 
 from brainseg.errors import BrainsegError
 from brainseg.preprocess import MODEL_SIZE, brain_pixels, histogram_moments, resize_image
-from brainseg.sequence import CHANNELS, SequenceNet, from_tensors, order_warning, sequence_logit
+from brainseg.sequence import CHANNELS, SequenceNet, from_tensors, order_warning, sequence_logit, volume_warning
 from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 CHECK_JSON = "input_check.json"
@@ -240,12 +240,18 @@ def feature_distance(features: np.ndarray, train_features: np.ndarray) -> np.nda
     return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
 
 
-def channel_order_warning(images_u8: Sequence[np.ndarray], calibration: Calibration | None) -> str:
-    """:func:`brainseg.sequence.order_warning` for a volume's ``HxWx3 uint8`` slices with the shipped grey-sequence
-    network and its volume threshold; "" without them."""
+def volume_sequence_warning(checks: Sequence[InputCheck | None], images_u8: Sequence[np.ndarray],
+                            calibration: Calibration | None) -> str:
+    """What the check says of a whole volume's sequences, as a sentence ("" when nothing), from its slices' checks
+    and ``HxWx3 uint8`` slices: a grey volume that looks T1 (:func:`brainseg.sequence.volume_warning`), or three
+    channels that look out of order (:func:`brainseg.sequence.order_warning`, with the shipped network)."""
+    grey = volume_warning([check.t1_evidence for check in checks if check is not None])
+    if grey:
+        return f"This volume is {grey}."
     if calibration is None or calibration.sequence is None:
         return ""
-    return order_warning(images_u8, calibration.sequence, calibration.sequence_threshold)
+    order = order_warning(images_u8, calibration.sequence, calibration.sequence_threshold)
+    return f"This volume has {order}." if order else ""
 
 
 def _intensity_reasons(statistics: dict[str, float], calibration: Calibration) -> list[str]:

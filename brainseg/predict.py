@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from brainseg.checks import channel_order_warning
+from brainseg.checks import volume_sequence_warning
 from brainseg.errors import BrainsegError
 from brainseg.inference import Prediction, Predictor, pipeline_settings, volume_masks
 from brainseg.io import encode_png, read_slice
-from brainseg.sequence import volume_warning
 from brainseg.viz import overlay
 from brainseg.volume_io import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
 from brainseg.weights import WEIGHTS_DIR
@@ -80,8 +79,7 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
     flagged = sum(p.check is not None and p.check.flagged for p in predictions)
     if flagged:
         tqdm.write(f"{path}: {flagged} of {len(predictions)} slices unlike the training data", file=sys.stderr)
-    warning = (volume_warning([p.check.t1_evidence for p in predictions if p.check is not None])
-               or channel_order_warning(volume.images_u8, predictor.input_check))
+    warning = volume_sequence_warning([p.check for p in predictions], volume.images_u8, predictor.input_check)
     if warning:
         tqdm.write(f"{path}: {warning}", file=sys.stderr)
     return [result_row(path, p, m, slice_number=n, mask_nifti_name=f"{stem}_mask.nii.gz")

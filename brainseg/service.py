@@ -23,13 +23,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from brainseg import metrics, viz, volume, volume_io
-from brainseg.checks import FOREIGN, InputCheck, channel_order_warning
+from brainseg.checks import FOREIGN, InputCheck, volume_sequence_warning
 from brainseg.data import SliceRecord, index_patient
 from brainseg.errors import BrainsegError
 from brainseg.gallery import load_patients
 from brainseg.inference import BATCH_SIZE, Prediction, Predictor, volume_masks
 from brainseg.io import SUFFIXES, read_mask, read_slice
-from brainseg.sequence import volume_warning
 from brainseg.weights import WEIGHTS_DIR
 
 if TYPE_CHECKING:   # explain needs torch: imported when a visitor asks for an explanation
@@ -77,7 +76,7 @@ class PatientSlices:
     truths: list[np.ndarray]           # HxW bool (all empty when ``has_truth`` is False)
     predictions: list[Prediction]
     has_truth: bool = True             # False for an uploaded volume that came without a mask
-    order_warning: str = ""            # an uploaded volume whose channels look out of order (checks.channel_order_warning)
+    sequence_warning: str = ""         # what the check says of an uploaded volume's sequences (a sentence, or "")
 
     def index(self, number: int) -> int:
         return self.numbers.index(number)
@@ -131,7 +130,8 @@ def volume_slices(scan: volume_io.Volume) -> PatientSlices:
     truths = scan.truths or [np.zeros(image.shape[:2], bool) for image in scan.images_u8]
     predictions = predictor().predict_many(scan.images_u8, batch_size=scan.batch_size)
     return PatientSlices(scan.numbers, scan.images_u8, truths, predictions, scan.truths is not None,
-                         channel_order_warning(scan.images_u8, predictor().input_check))
+                         volume_sequence_warning([p.check for p in predictions], scan.images_u8,
+                                                 predictor().input_check))
 
 
 def upload_digest(files: Sequence[tuple[str, bytes]], masks: Sequence[tuple[str, bytes]] = (),
@@ -161,15 +161,6 @@ def check_summary(predictions: Sequence[Prediction]) -> str:
     flagged = sum(c.flagged for c in checked)
     return f"{flagged} of {len(checked)} slices unlike the training data" if flagged else \
         f"all {len(checked)} slices like the training data"
-
-
-def sequence_warning(slices: PatientSlices) -> str:
-    """The warning for a volume whose sequences look wrong: a grey (single-sequence) volume that looks like a T1,
-    not FLAIR, or three channels that look out of order ("" otherwise)."""
-    warning = volume_warning([p.check.t1_evidence for p in slices.predictions if p.check is not None])
-    if warning:
-        return f"This volume is {warning}."
-    return f"This volume has {slices.order_warning}." if slices.order_warning else ""
 
 
 def gallery_key(folder: str, patient: str, number: int) -> str:
