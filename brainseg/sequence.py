@@ -22,6 +22,7 @@ MIN_BRAIN_SHARE = 0.15       # slices with less brain (a volume's ends) are not 
 MIN_SCORED_SLICES = 3        # a volume needs this many scored slices for a verdict
 ORDER_SLICES = 16            # slices of a three-channel volume whose channels are scored (evenly spaced)
 CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")   # the models' channel order
+ORDINAL = {0: "first", 2: "third"}                      # the outer channels, by position
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def order_warning(images_u8: Sequence[np.ndarray], net: SequenceNet, threshold: 
     flair_like = [c for c in (0, 2) if means[c] <= threshold]
     if means[1] <= threshold or not flair_like:
         return ""
-    outer = " and ".join(f"the {CHANNELS[c]} channel ({means[c]:.1f})" for c in flair_like)
+    outer = " and ".join(f"the {ORDINAL[c]} channel (taken as {CHANNELS[c]}, score {means[c]:.1f})"
+                         for c in flair_like)
     return (f"channels that look out of order: the middle channel, which the models take as FLAIR, looks "
             f"T1-weighted (mean score {means[1]:.1f} over {count} slices, threshold {threshold:.1f}) and {outer} "
             "looks like FLAIR. The models take pre-contrast, FLAIR and post-contrast in that order, so these "
