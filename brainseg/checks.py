@@ -32,8 +32,8 @@ from scipy.special import softmax
 from safetensors.numpy import load_file
 
 from brainseg.errors import BrainsegError
-from brainseg.preprocess import MODEL_SIZE, brain_pixels, histogram_moments, resize_image
-from brainseg.sequence import CHANNELS, SequenceNet, from_tensors, order_warning, sequence_logit, volume_warning
+from brainseg.preprocess import CHANNELS, MODEL_SIZE, brain_pixels, histogram_moments, resize_image
+from brainseg.sequence import SequenceNet, from_tensors, order_warning, sequence_logit, volume_warning
 from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 CHECK_JSON = "input_check.json"

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 MODEL_SIZE = 256
+CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")   # what the models take, in order
 BACKGROUND_LEVEL = 10   # uint8 mean over channels at or below this counts as background
 MIN_STD = 8.0           # uint8 units: keeps near-empty end-of-volume slices from blowing up noise
 

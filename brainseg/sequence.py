@@ -15,13 +15,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from brainseg.preprocess import BACKGROUND_LEVEL, MIN_STD
+from brainseg.preprocess import BACKGROUND_LEVEL, CHANNELS, MIN_STD
 
 SEQUENCE_SIZE = 128          # the side the network sees
 MIN_BRAIN_SHARE = 0.15       # slices with less brain (a volume's ends) are not scored
 MIN_SCORED_SLICES = 3        # a volume needs this many scored slices for a verdict
 ORDER_SLICES = 16            # slices of a three-channel volume whose channels are scored (evenly spaced)
-CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")   # the models' channel order
 ORDINAL = {0: "first", 2: "third"}                      # the outer channels, by position
 
 

@@ -39,8 +39,8 @@ from pydicom.errors import InvalidDicomError
 
 from brainseg.errors import BrainsegError
 from brainseg.io import MAX_ASPECT_RATIO, MIN_SIDE, read_mask, read_slice
+from brainseg.preprocess import CHANNELS
 
-CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")   # what the models take, in order
 DISPLAY_CODES = ("S", "P", "L")                         # axes of the slices: slice, row, column
 MAX_VOXELS = 512 * 512 * 256                            # per channel volume, checked from the header
 MAX_UPLOAD_BYTES = 1024 * 2**20                          # uncompressed bytes of one upload (all files, all entries)
