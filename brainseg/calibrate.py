@@ -10,7 +10,7 @@ import argparse
 import io
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -20,15 +20,16 @@ from tqdm import tqdm
 
 from brainseg.checks import (CAUTION, CHECK_JSON, CHECK_TENSORS, FOREIGN, NEIGHBOURS, OK, ONE_SEQUENCE_SHARE,
                              ContentModel, InputCheck, assess_many, content_features, feature_distance,
-                             mahalanobis, measure_brain, measure_pixels, reslice_anisotropy, slice_statistics,
+                             mahalanobis, measure_brain, reslice_anisotropy, slice_statistics, t1_evidence,
                              thumbnail, unit_rows)
-from brainseg.data import SliceRecord, by_patient, index_dataset, load_split, select
+from brainseg.data import SliceRecord, by_patient, index_dataset, load_folds, load_split, make_folds, select
 from brainseg.inference import Predictor
 from brainseg.io import SUFFIXES, encode_png, read_slice
 from brainseg.preprocess import resize_image
 from brainseg.samples import SAMPLES_DIR
-from brainseg.sequence import SequenceNet, order_warning, volume_looks_t1
-from brainseg.sequence_training import FLAIR, T1, grey_volumes, train_sequence_net, volume_means, volume_threshold
+from brainseg.sequence import SequenceModel, order_warning, to_tensors, volume_looks_t1
+from brainseg.sequence_training import (FLAIR, T1, grey_volumes, out_of_fold, slice_logits, train_members,
+                                        volume_means, volume_threshold)
 from brainseg.weights import WEIGHTS_DIR, record_checksum, sha256
 
 INTENSITY_STATISTICS = tuple(f"{kind}_{c}" for c in range(3) for kind in ("mean", "std"))
@@ -161,9 +162,11 @@ def leave_one_type_out(rows: np.ndarray, labels: np.ndarray, types: Sequence[str
 
 
 def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[SliceRecord],
-              weights_dir: str | Path = WEIGHTS_DIR, negative_records: Sequence[SliceRecord] | None = None) -> dict:
+              folds: Sequence[Sequence[str]], weights_dir: str | Path = WEIGHTS_DIR,
+              negative_records: Sequence[SliceRecord] | None = None) -> dict:
     """Fit ranges, neighbours and the content model on ``train`` (negatives made from ``negative_records``,
-    default ``train``, and from package-shipped images), thresholds on ``val``; write them to ``weights_dir``."""
+    default ``train``, and from package-shipped images), thresholds on ``val``; the grey-sequence members on the
+    development ``folds`` (patients of ``negative_records`` and ``val``); write them to ``weights_dir``."""
     from brainseg.negatives import FAMILIES, negatives  # development-only packages are imported there, lazily
     weights_dir = Path(weights_dir)
     train_images = [read_slice(r.image_path) for r in train]
@@ -182,8 +185,8 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in train_images[::2]]   # FLAIR-only uploads are LGG too
     val_flair = [np.repeat(image[..., 1:2], 3, axis=2) for image in val_images]
     made = negatives(negative_records if negative_records is not None else train)
-    sequence_net, sequence_threshold, sequence_validation = fit_sequence(
-        negative_records if negative_records is not None else train, val)
+    sequence_model, sequence_threshold, sequence_validation = fit_sequence(
+        [*(negative_records if negative_records is not None else train), *val], folds)
     reslice_threshold = RESLICE_MARGIN * max([s["reslice_anisotropy"] for s in val_statistics] +
                                              [reslice_anisotropy(measure_brain(image)) for image in val_flair])
     resliced = np.array([reslice_anisotropy(measure_brain(image)) > reslice_threshold for _, _, image in made])
@@ -251,32 +254,41 @@ def calibrate(predictor: Predictor, train: Sequence[SliceRecord], val: Sequence[
     save_file({"train_features": neighbours.astype(np.float16), "pca_mean": pca_mean, "pca_components": pca_components,
                "thumbnail_mean": thumbnail_mean, "thumbnail_components": thumbnail_components, "feature_mean": mean,
                "feature_std": std, "weights": weights, "bias": bias, "lgg_mean": one_class[0],
-               "lgg_std": one_class[1], "lgg_precision": one_class[2], **sequence_net.tensors()},
+               "lgg_std": one_class[1], "lgg_precision": one_class[2], **to_tensors(sequence_model)},
               str(weights_dir / CHECK_TENSORS))
     record_checksum(weights_dir / CHECK_TENSORS)
     (weights_dir / CHECK_JSON).write_text(json.dumps(payload, indent=1) + "\n")
     return payload
 
 
-def fit_sequence(train: Sequence[SliceRecord], val: Sequence[SliceRecord]) -> tuple[SequenceNet, float, dict]:
-    """The grey-sequence network trained on ``train``'s patients, its volume threshold from ``val``'s volumes
-    (:func:`brainseg.sequence_training.volume_threshold`) and what it did there."""
-    net = train_sequence_net(grey_volumes(train))
-    means = volume_means(grey_volumes(val), net)
+def fit_sequence(development: Sequence[SliceRecord], folds: Sequence[Sequence[str]]
+                 ) -> tuple[SequenceModel, float, dict]:
+    """The grey-sequence members, one per fold of the ``development`` patients; the volume threshold from their
+    out-of-fold logits (:func:`brainseg.sequence_training.volume_threshold`); and what the out-of-fold members
+    did with it, on grey volumes and on channel order."""
+    volumes = grey_volumes(development)
+    model = train_members(volumes, folds)
+    member_of = out_of_fold(model, folds)
+    means = volume_means(slice_logits(volumes, member_of))
     threshold = volume_threshold(means)
-    return net, threshold, {
-        "rule": "volume mean logit above the midpoint between the highest FLAIR and the lowest T1 validation volume",
+    return model, threshold, {
+        "rule": "members trained on the development folds; a volume looks T1 when its mean logit is above the "
+                "midpoint between the highest FLAIR and the lowest T1 volume, out of fold (at the highest FLAIR "
+                "volume where they overlap)",
         "flair_volumes": [round(m, 3) for _, label, m in means if label == FLAIR],
-        "t1_volumes": [round(m, 3) for _, label, m in means if label == T1]}
+        "t1_volumes": [round(m, 3) for _, label, m in means if label == T1],
+        "t1_volumes_flagged": f"{sum(m > threshold for _, label, m in means if label == T1)}/"
+                              f"{sum(label == T1 for _, label, _ in means)}",
+        "channel_order": order_counts(development, member_of, threshold)}
 
 
 def sequence_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> dict[str, str]:
     """How many of the patients' grey FLAIR and grey T1 volumes the check says look like T1 (the app's
-    :func:`brainseg.sequence.volume_looks_t1` over the pixel layers' evidence of each grey slice)."""
+    :func:`brainseg.sequence.volume_looks_t1` over each grey slice's :func:`brainseg.checks.t1_evidence`)."""
     counts = {FLAIR: [0, 0], T1: [0, 0]}
     for _, label, slices in tqdm(grey_volumes(records), desc="grey volumes", unit="volume"):
-        evidence = [measure_pixels(np.repeat(grey[..., None], 3, axis=2), predictor.input_check).t1_evidence
-                    for grey in slices]
+        evidence = t1_evidence([np.repeat(grey[..., None], 3, axis=2) for grey in slices], [True] * len(slices),
+                               predictor.input_check)
         counts[label][0] += volume_looks_t1(evidence)
         counts[label][1] += 1
     return {"flair_volumes_flagged": f"{counts[FLAIR][0]}/{counts[FLAIR][1]}",
@@ -286,11 +298,11 @@ def sequence_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> di
 PERMUTATIONS = ((0, 2, 1), (1, 0, 2), (2, 1, 0), (1, 2, 0), (2, 0, 1))   # every channel order but the dataset's
 
 
-def order_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> dict:
-    """How often :func:`brainseg.sequence.order_warning` warns about the patients' three-channel volumes as they are,
-    in the other orders that put another sequence in the middle, and in those that leave FLAIR there (pre- and
-    post-contrast swapped, or a copy of FLAIR that the dataset filled in for a missing sequence moved to the middle)."""
-    check = predictor.input_check
+def order_counts(records: Sequence[SliceRecord], model_of: Callable[[str], SequenceModel], threshold: float) -> dict:
+    """How often :func:`brainseg.sequence.order_warning` (with ``model_of(patient)``) warns about the patients'
+    three-channel volumes as they are, in the other orders that put another sequence in the middle, and in those that
+    leave FLAIR there (pre- and post-contrast swapped, or a copy of FLAIR that the dataset filled in for a missing
+    sequence moved to the middle)."""
     counts = {"as_is": [0, 0], "flair_moved": [0, 0], "flair_in_middle": [0, 0]}
     warned_as_is = []
     for patient, rows in tqdm(by_patient(records).items(), desc="channel order", unit="patient"):
@@ -301,7 +313,7 @@ def order_volumes(predictor: Predictor, records: Sequence[SliceRecord]) -> dict:
                 continue   # every slice unchanged (a filled channel swapped with FLAIR)
             flair_in_middle = all(np.array_equal(a[..., 1], b[..., 1]) for a, b in zip(permuted, volume))
             kind = "as_is" if order == (0, 1, 2) else "flair_in_middle" if flair_in_middle else "flair_moved"
-            warned = bool(order_warning(permuted, check.sequence, check.sequence_threshold))
+            warned = bool(order_warning(permuted, model_of(patient), threshold))
             counts[kind][0] += warned
             counts[kind][1] += 1
             if warned and kind == "as_is":
@@ -359,7 +371,8 @@ def measure(predictor: Predictor, test: Sequence[SliceRecord], foreign_dir: Path
     result["test_flair_only_flagged"] = result["variants"]["FLAIR copied into all three channels"]["flagged"]
     if predictor.input_check.sequence is not None:
         result["test_grey_volumes"] = sequence_volumes(predictor, test)
-        result["test_channel_order"] = order_volumes(predictor, test)
+        check = predictor.input_check
+        result["test_channel_order"] = order_counts(test, lambda _: check.sequence, check.sequence_threshold)
     tumour = [read_slice(r.image_path) for r in samples if r.tumour]
     result["sample_tumour_slices"] = len(tumour)
     result["sample_tumour_flagged"] = sum(c.flagged for c in check_images(predictor, tumour)) if tumour else 0
@@ -418,7 +431,8 @@ def run(args: argparse.Namespace) -> dict:
     split = load_split(args.split_file)
     predictor = Predictor(args.weights, check=False)
     train = select(records, split["train"])
-    payload = calibrate(predictor, train[::args.every], select(records, split["val"]), args.weights, train)
+    folds = load_folds(args.split_file) or make_folds(records, split["train"] + split["val"])
+    payload = calibrate(predictor, train[::args.every], select(records, split["val"]), folds, args.weights, train)
     print(json.dumps({k: v for k, v in payload.items() if k not in ("method", "content_reasons")}, indent=1))
     if args.no_measure:
         return payload

@@ -12,9 +12,9 @@ Three layers, calibrated by ``python -m brainseg calibrate`` (:mod:`brainseg.cal
 - content (:class:`ContentModel`): brain histograms, channel structure, the slice's layout (16x16 thumbnail) and
   the classifier's pooled features, scored by a softmax regression against negatives of known kinds
   (:mod:`brainseg.negatives`) and by a one-class distance to the LGG training slices.
-- sequence of a grey slice (:mod:`brainseg.sequence`): each one-sequence slice's evidence that it is a T1, not
-  FLAIR (``InputCheck.t1_evidence``), which a volume's slices judge together; it changes no slice's verdict. The
-  same network tells whether a three-channel volume has FLAIR in the middle (:func:`volume_sequence_warning`).
+- sequences of a volume (:mod:`brainseg.sequence`), once per uploaded volume, not per slice: each one-sequence
+  slice's evidence that it is a T1, not FLAIR (:func:`t1_evidence`), which the volume's slices judge together, and
+  for three channels whether FLAIR is in the middle (:func:`volume_sequence_warning`); no slice's verdict changes.
 
 Ranges come from training-split slices, thresholds from the validation patients; never the test split.
 ``assess`` is pure and cheap (a few ms a slice); :class:`brainseg.inference.Predictor` runs it on every slice.
@@ -33,7 +33,7 @@ from safetensors.numpy import load_file
 
 from brainseg.errors import BrainsegError
 from brainseg.preprocess import CHANNELS, MODEL_SIZE, brain_pixels, histogram_moments, resize_image
-from brainseg.sequence import SequenceNet, from_tensors, order_warning, sequence_logit, volume_warning
+from brainseg.sequence import SequenceModel, from_tensors, order_warning, sequence_logit, volume_warning
 from brainseg.weights import WEIGHTS_DIR, sha256, verify
 
 CHECK_JSON = "input_check.json"
@@ -51,8 +51,7 @@ class InputCheck:
     score: float                 # feature distance / validation threshold: above 1 is unlike the validation slices
     verdict: str                 # "ok", "caution" (only size/aspect differ) or "foreign"
     reasons: tuple[str, ...]     # what is unlike the training data, in words; empty when ok
-    t1_evidence: float | None = None  # grey slices: the sequence network's logit less its volume threshold
-                                      # (brainseg.sequence: a volume whose mean is above 0 looks like T1)
+    one_sequence: bool = False   # channels identical over the brain: one MRI sequence (taken as FLAIR)
 
     @property
     def flagged(self) -> bool:
@@ -70,7 +69,7 @@ class Calibration:
     classifier_sha256: str
     content: ContentModel | None = None   # learned against negatives (brainseg.negatives); None in old calibrations
     reslice_threshold: float = float("inf")   # reslice_anisotropy above which a slice is a reformatted view
-    sequence: SequenceNet | None = None       # grey slices: T1 or FLAIR? (brainseg.sequence); None in old ones
+    sequence: SequenceModel | None = None     # grey slices: T1 or FLAIR? (brainseg.sequence); None in old ones
     sequence_threshold: float = float("inf")  # the volume mean logit above which a grey volume looks like T1
 
 
@@ -240,16 +239,29 @@ def feature_distance(features: np.ndarray, train_features: np.ndarray) -> np.nda
     return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
 
 
+def t1_evidence(images_u8: Sequence[np.ndarray], one_sequence: Sequence[bool], calibration: Calibration
+                ) -> list[float | None]:
+    """Each one-sequence slice's evidence that it is a T1, not FLAIR: the grey-sequence model's logit (on the slice
+    at 256x256, as the models see it) less the volume threshold, which :func:`brainseg.sequence.volume_looks_t1`
+    judges together; None for a slice of three sequences, with too little brain, or without a sequence model."""
+    if calibration.sequence is None:
+        return [None] * len(images_u8)
+    logits = [sequence_logit(resize_image(image)[..., 1], calibration.sequence) if grey else None
+              for image, grey in zip(images_u8, one_sequence)]
+    return [None if logit is None else logit - calibration.sequence_threshold for logit in logits]
+
+
 def volume_sequence_warning(checks: Sequence[InputCheck | None], images_u8: Sequence[np.ndarray],
                             calibration: Calibration | None) -> str:
     """What the check says of a whole volume's sequences, as a sentence ("" when nothing), from its slices' checks
     and ``HxWx3 uint8`` slices: a grey volume that looks T1 (:func:`brainseg.sequence.volume_warning`), or three
-    channels that look out of order (:func:`brainseg.sequence.order_warning`, with the shipped network)."""
-    grey = volume_warning([check.t1_evidence for check in checks if check is not None])
-    if grey:
-        return f"This volume is {grey}."
+    channels that look out of order (:func:`brainseg.sequence.order_warning`), with the shipped sequence model."""
     if calibration is None or calibration.sequence is None:
         return ""
+    grey = volume_warning(t1_evidence(images_u8, [check is not None and check.one_sequence for check in checks],
+                                      calibration))
+    if grey:
+        return f"This volume is {grey}."
     order = order_warning(images_u8, calibration.sequence, calibration.sequence_threshold)
     return f"This volume has {order}." if order else ""
 
@@ -280,20 +292,15 @@ class PixelMeasures:
     statistics: dict[str, float]        # slice_statistics
     pixels: np.ndarray | None           # pixel_features, and ...
     layout: np.ndarray | None           # ... layout_features: None without a content model
-    t1_evidence: float | None = None    # grey slices with a sequence network: InputCheck.t1_evidence
 
 
 def measure_pixels(image_u8: np.ndarray, calibration: Calibration) -> PixelMeasures:
     """The pixel layers' measures of one ``HxWx3 uint8`` slice (at 256x256, as the models see it)."""
     measured, content = measure_brain(image_u8), calibration.content
     statistics = slice_statistics(measured)
-    t1_evidence = None
-    if calibration.sequence is not None and statistics["identical_channels"] >= ONE_SEQUENCE_SHARE:
-        logit = sequence_logit(measured.resized[..., 1], calibration.sequence)
-        t1_evidence = None if logit is None else logit - calibration.sequence_threshold
     return PixelMeasures(image_u8.shape[:2], statistics,
                          None if content is None else pixel_features(measured),
-                         None if content is None else layout_features(measured, content), t1_evidence)
+                         None if content is None else layout_features(measured, content))
 
 
 def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibration: Calibration
@@ -308,7 +315,7 @@ def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibrat
         probabilities, distances = content.probabilities(rows), content.distances(rows) / content.distance_threshold
     return [replace(_verdict(m.shape, m.statistics, float(ratio), calibration,
                              None if content is None else (probabilities[i], float(distances[i]))),
-                    t1_evidence=m.t1_evidence)
+                    one_sequence=m.statistics["identical_channels"] >= ONE_SEQUENCE_SHARE)
             for i, (m, ratio) in enumerate(zip(measures, ratios))]
 
 

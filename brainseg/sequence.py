@@ -1,7 +1,8 @@
 """Which MRI sequence a grey (single-sequence) slice is: FLAIR, which the models need, or a T1 (pre- or
 post-contrast), which they do not. A small network (:class:`SequenceNet`) scores each grey slice; the volume's
 mean score decides, since one slice says little (validation: AUC 0.96 a slice, about half of the T1 slices above a
-0.5% FLAIR false-alarm threshold) and a volume's slices say it together. The same network scores each channel of a
+0.5% FLAIR false-alarm threshold) and a volume's slices say it together. The shipped model is five such networks,
+one per development fold, whose logits are averaged (``SequenceModel``). The same model scores each channel of a
 three-channel volume to tell whether FLAIR is where the models expect it, in the middle (:func:`order_warning`).
 
 Pure numpy at inference (the network is five stride-2 3x3 convolutions with their BatchNorm folded in, run as
@@ -34,23 +35,38 @@ class SequenceNet:
     head_weight: np.ndarray
     head_bias: float
 
-    def tensors(self) -> dict[str, np.ndarray]:
-        """Flat float32 arrays for a safetensors file (see :func:`from_tensors`)."""
-        out = {f"sequence.conv{i}.weight": w.astype(np.float32) for i, w in enumerate(self.weights)}
-        out.update({f"sequence.conv{i}.bias": b.astype(np.float32) for i, b in enumerate(self.biases)})
-        out["sequence.head.weight"] = self.head_weight.astype(np.float32)
-        out["sequence.head.bias"] = np.array([self.head_bias], np.float32)
-        return out
+    def logit(self, x: np.ndarray) -> float:
+        """The logit of one :func:`grey_input`."""
+        x = x[None]
+        for weight, bias in zip(self.weights, self.biases):
+            x = _convolve(x, weight, bias)
+        return float(x.mean(axis=(1, 2)) @ self.head_weight + self.head_bias)
 
 
-def from_tensors(tensors: dict[str, np.ndarray]) -> SequenceNet | None:
-    """The network stored by :meth:`SequenceNet.tensors`; None when the tensors hold none."""
-    if "sequence.head.weight" not in tensors:
-        return None
-    count = sum(1 for name in tensors if name.startswith("sequence.conv") and name.endswith(".weight"))
-    return SequenceNet(tuple(tensors[f"sequence.conv{i}.weight"] for i in range(count)),
-                       tuple(tensors[f"sequence.conv{i}.bias"] for i in range(count)),
-                       tensors["sequence.head.weight"], float(tensors["sequence.head.bias"][0]))
+SequenceModel = tuple[SequenceNet, ...]   # members whose logits are averaged
+
+
+def to_tensors(model: SequenceModel) -> dict[str, np.ndarray]:
+    """Flat float32 arrays of every member for a safetensors file (see :func:`from_tensors`)."""
+    out = {}
+    for k, net in enumerate(model):
+        out.update({f"sequence{k}.conv{i}.weight": w.astype(np.float32) for i, w in enumerate(net.weights)})
+        out.update({f"sequence{k}.conv{i}.bias": b.astype(np.float32) for i, b in enumerate(net.biases)})
+        out[f"sequence{k}.head.weight"] = net.head_weight.astype(np.float32)
+        out[f"sequence{k}.head.bias"] = np.array([net.head_bias], np.float32)
+    return out
+
+
+def from_tensors(tensors: dict[str, np.ndarray]) -> SequenceModel | None:
+    """The members stored by :func:`to_tensors`; None when the tensors hold none."""
+    model = []
+    while f"sequence{len(model)}.head.weight" in tensors:
+        prefix = f"sequence{len(model)}"
+        count = sum(1 for name in tensors if name.startswith(f"{prefix}.conv") and name.endswith(".weight"))
+        model.append(SequenceNet(tuple(tensors[f"{prefix}.conv{i}.weight"] for i in range(count)),
+                                 tuple(tensors[f"{prefix}.conv{i}.bias"] for i in range(count)),
+                                 tensors[f"{prefix}.head.weight"], float(tensors[f"{prefix}.head.bias"][0])))
+    return tuple(model) or None
 
 
 def grey_input(grey_u8: np.ndarray) -> np.ndarray | None:
@@ -77,21 +93,15 @@ def _convolve(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray
     return np.maximum(out, 0.0).reshape(weight.shape[0], height // 2, width // 2)
 
 
-def sequence_logit(grey_u8: np.ndarray, net: SequenceNet) -> float | None:
-    """The network's logit that a grey slice is a T1 (pre- or post-contrast), not FLAIR; None for a slice with
+def sequence_logit(grey_u8: np.ndarray, model: SequenceModel) -> float | None:
+    """The members' mean logit that a grey slice is a T1 (pre- or post-contrast), not FLAIR; None for a slice with
     too little brain to say."""
-    x = grey_input(grey_u8)
-    if x is None:
-        return None
-    x = x[None]
-    for weight, bias in zip(net.weights, net.biases):
-        x = _convolve(x, weight, bias)
-    return float(x.mean(axis=(1, 2)) @ net.head_weight + net.head_bias)
+    return _mean_logit([grey_input(grey_u8)], model)
 
 
 def volume_looks_t1(evidence: Sequence[float | None]) -> bool:
-    """Whether a grey volume looks like a T1, not FLAIR, from its slices' ``InputCheck.t1_evidence`` (logit less the
-    threshold that ``calibrate`` chose on the validation patients): their mean above 0, over at least
+    """Whether a grey volume looks like a T1, not FLAIR, from its slices' evidence (:func:`brainseg.checks.t1_evidence`:
+    logit less the threshold that ``calibrate`` chose out of fold): their mean above 0, over at least
     ``MIN_SCORED_SLICES`` scored slices."""
     scored = [value for value in evidence if value is not None]
     return len(scored) >= MIN_SCORED_SLICES and float(np.mean(scored)) > 0.0
@@ -109,37 +119,39 @@ def volume_warning(evidence: Sequence[float | None]) -> str:
             "takes about one FLAIR volume in ten for T1, see the model card)")
 
 
-def channel_means(images_u8: Sequence[np.ndarray], net: SequenceNet) -> tuple[list[float], int] | None:
-    """Each channel's mean logit over up to ``ORDER_SLICES`` evenly spaced slices of a volume (``HxWx3 uint8``)
-    whose middle channel has enough brain, scored as grey slices, and how many slices; None with fewer than
-    ``MIN_SCORED_SLICES`` such slices."""
-    usable = [image for image in images_u8 if grey_input(np.ascontiguousarray(image[..., 1])) is not None]
-    if len(usable) < MIN_SCORED_SLICES:
-        return None
-    chosen = [usable[i] for i in np.unique(np.linspace(0, len(usable) - 1, ORDER_SLICES).round().astype(int))]
-    means = []
-    for channel in range(3):
-        logits = [sequence_logit(np.ascontiguousarray(image[..., channel]), net) for image in chosen]
-        scored = [value for value in logits if value is not None]
-        if not scored:
-            return None
-        means.append(float(np.mean(scored)))
-    return means, len(chosen)
+def _mean_logit(inputs: Sequence[np.ndarray | None], model: SequenceModel) -> float | None:
+    """The members' mean logit over the :func:`grey_input` of several slices, those with too little brain left
+    out; None when none is left."""
+    logits = [np.mean([net.logit(x) for net in model]) for x in inputs if x is not None]
+    return float(np.mean(logits)) if logits else None
 
 
-def order_warning(images_u8: Sequence[np.ndarray], net: SequenceNet, threshold: float) -> str:
+def order_warning(images_u8: Sequence[np.ndarray], model: SequenceModel, threshold: float) -> str:
     """The warning for a three-channel volume whose middle channel (taken as FLAIR) looks T1 by the volume
-    ``threshold`` while an outer channel looks like FLAIR; "" otherwise (also for one-sequence volumes)."""
+    ``threshold`` while an outer channel looks like FLAIR; "" otherwise (also for one-sequence volumes).
+
+    Each channel's mean logit is taken over up to ``ORDER_SLICES`` evenly spaced slices whose middle channel has
+    enough brain (at least ``MIN_SCORED_SLICES`` of them, else ""), the middle channel first: the outer ones are
+    scored only when it looks T1, so a volume in order costs a third."""
     if all(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 2], image[..., 1])
            for image in images_u8):
         return ""
-    found = channel_means(images_u8, net)
-    if found is None:
+    middle = [(image, x) for image in images_u8
+              if (x := grey_input(np.ascontiguousarray(image[..., 1]))) is not None]
+    if len(middle) < MIN_SCORED_SLICES:
         return ""
-    means, count = found
+    chosen = [middle[i] for i in np.unique(np.linspace(0, len(middle) - 1, ORDER_SLICES).round().astype(int))]
+    means = {1: _mean_logit([x for _, x in chosen], model)}
+    if means[1] <= threshold:
+        return ""
+    for c in (0, 2):
+        means[c] = _mean_logit([grey_input(np.ascontiguousarray(image[..., c])) for image, _ in chosen], model)
+    if means[0] is None or means[2] is None:
+        return ""
     flair_like = [c for c in (0, 2) if means[c] <= threshold]
-    if means[1] <= threshold or not flair_like:
+    if not flair_like:
         return ""
+    count = len(chosen)
     outer = " and ".join(f"the {ORDINAL[c]} channel (taken as {CHANNELS[c]}, score {means[c]:.1f})"
                          for c in flair_like)
     return (f"channels that look out of order: the middle channel, which the models take as FLAIR, looks "

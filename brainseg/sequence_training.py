@@ -1,19 +1,20 @@
-"""Training of the grey-sequence network (:mod:`brainseg.sequence`) and its volume threshold, for ``calibrate``.
+"""Training of the grey-sequence networks (:mod:`brainseg.sequence`) and their volume threshold, for ``calibrate``.
 
 Positives are T1 slices, negatives FLAIR, both as grey single-sequence images of the same patients: each slice's
 FLAIR channel, and its pre- and post-contrast channels where they are real (not FLAIR filling in for a missing
-sequence). Trained on the training patients only; the threshold comes from the validation patients' volumes.
+sequence). One network per development fold, trained on the patients outside it; each patient's out-of-fold score
+(from the member that never saw it) sets the volume threshold.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from brainseg.data import SliceRecord, by_patient
 from brainseg.io import read_slice
-from brainseg.sequence import SequenceNet, grey_input, sequence_logit
+from brainseg.sequence import SequenceModel, SequenceNet, grey_input, sequence_logit
 
 FLAIR, T1 = 0, 1
 CHANNELS = 16, 32, 64, 64, 64
@@ -96,20 +97,37 @@ def fold(net) -> SequenceNet:
                            net[-1].weight[0].numpy().astype(np.float32), float(net[-1].bias[0]))
 
 
-def volume_means(volumes: Sequence[tuple[str, int, list[np.ndarray]]], net: SequenceNet
-                 ) -> list[tuple[str, int, float]]:
-    """``(patient, label, mean logit over the volume's scored slices)`` of each volume."""
+def train_members(volumes: Sequence[tuple[str, int, list[np.ndarray]]], folds: Sequence[Sequence[str]],
+                  epochs: int = EPOCHS) -> SequenceModel:
+    """One network per fold (seed = its index), trained on the volumes of the patients outside that fold."""
+    return tuple(train_sequence_net([v for v in volumes if v[0] not in set(held_out)], seed=k, epochs=epochs)
+                 for k, held_out in enumerate(folds))
+
+
+def out_of_fold(model: SequenceModel, folds: Sequence[Sequence[str]]) -> Callable[[str], SequenceModel]:
+    """For a patient of ``folds``, the member (as a one-member model) that did not see it in training."""
+    member = {patient: (model[k],) for k, held_out in enumerate(folds) for patient in held_out}
+    return member.__getitem__
+
+
+def slice_logits(volumes: Sequence[tuple[str, int, list[np.ndarray]]], model_of: Callable[[str], SequenceModel]
+                 ) -> list[tuple[str, int, list[float]]]:
+    """``(patient, label, logits of the volume's scored slices)``, each volume scored by ``model_of(patient)``."""
     out = []
     for patient, label, slices in tqdm(volumes, desc="sequence volumes", unit="volume"):
-        logits = [value for value in (sequence_logit(grey, net) for grey in slices) if value is not None]
-        if logits:
-            out.append((patient, label, float(np.mean(logits))))
+        logits = [value for value in (sequence_logit(grey, model_of(patient)) for grey in slices) if value is not None]
+        out.append((patient, label, logits))
     return out
 
 
+def volume_means(logits: Sequence[tuple[str, int, list[float]]]) -> list[tuple[str, int, float]]:
+    """``(patient, label, mean logit)`` of each volume with scored slices."""
+    return [(patient, label, float(np.mean(values))) for patient, label, values in logits if values]
+
+
 def volume_threshold(means: Sequence[tuple[str, int, float]]) -> float:
-    """Midway between the highest FLAIR volume and the lowest T1 volume (of the validation patients) where they
-    are apart, else at the highest FLAIR volume: a FLAIR-only volume is a normal upload, so none of them is flagged."""
+    """Midway between the highest FLAIR volume and the lowest T1 volume (out of fold) where they are apart, else
+    at the highest FLAIR volume: a FLAIR-only volume is a normal upload, so none of them is flagged."""
     flair = max(m for _, label, m in means if label == FLAIR)
     t1 = min(m for _, label, m in means if label == T1)
     return (flair + t1) / 2 if t1 > flair else flair

@@ -88,7 +88,8 @@ def test_calibrate_records_its_features_file_in_the_checksums(tmp_path: Path) ->
     for name in ("classifier.safetensors", "segmenter.safetensors", CHECK_JSON, CHECK_TENSORS, CHECKSUMS):
         shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
     records = index_dataset(SAMPLES)
-    calibrate(Predictor(tmp_path, check=False), records[::6], records[1::12], tmp_path)
+    patients = sorted({r.patient for r in records})
+    calibrate(Predictor(tmp_path, check=False), records[::6], records[1::12], [patients[:2], patients[2:]], tmp_path)
     assert load_calibration(tmp_path) is not None
     assert sorted(check_checksums(tmp_path)) == ["classifier.safetensors", CHECK_TENSORS, "segmenter.safetensors"]
 

@@ -14,8 +14,9 @@ from streamlit.testing.v1 import AppTest
 
 from brainseg import gallery, sequence
 from brainseg.__main__ import main
-from brainseg.checks import load_calibration, measure_pixels
+from brainseg.checks import load_calibration, t1_evidence
 from brainseg.data import by_patient, index_dataset
+from brainseg.inference import Predictor
 from brainseg.io import read_slice
 from brainseg.sequence_training import FLAIR, T1, grey_volumes
 
@@ -36,18 +37,21 @@ def sample_volumes() -> list[tuple[str, int, list[np.ndarray]]]:
 
 
 def evidence_of(volume: list[np.ndarray], calibration) -> list[float | None]:
-    """Each grey slice's evidence as the app measures it: copied to three channels, through the pixel layers."""
-    return [measure_pixels(np.repeat(grey[..., None], 3, axis=2), calibration).t1_evidence for grey in volume]
+    """Each grey slice's evidence as the app measures it: copied to three channels, as one-sequence slices."""
+    return t1_evidence([np.repeat(grey[..., None], 3, axis=2) for grey in volume], [True] * len(volume), calibration)
 
 
-def test_numpy_network_equals_torch_convolutions(calibration, sample_volumes) -> None:
-    net = calibration.sequence
+def test_numpy_members_equal_torch_convolutions_and_the_model_is_their_mean(calibration, sample_volumes) -> None:
     grey = sample_volumes[0][2][len(sample_volumes[0][2]) // 2]
-    x = torch.from_numpy(sequence.grey_input(grey))[None, None]
-    for weight, bias in zip(net.weights, net.biases):
-        x = F.relu(F.conv2d(x, torch.from_numpy(weight), torch.from_numpy(bias), stride=2, padding=1))
-    expected = float(x.mean(dim=(2, 3))[0] @ torch.from_numpy(net.head_weight)) + net.head_bias
-    assert sequence.sequence_logit(grey, net) == pytest.approx(expected, abs=1e-4)
+    expected = []
+    for net in calibration.sequence:
+        x = torch.from_numpy(sequence.grey_input(grey))[None, None]
+        for weight, bias in zip(net.weights, net.biases):
+            x = F.relu(F.conv2d(x, torch.from_numpy(weight), torch.from_numpy(bias), stride=2, padding=1))
+        expected.append(float(x.mean(dim=(2, 3))[0] @ torch.from_numpy(net.head_weight)) + net.head_bias)
+        assert sequence.sequence_logit(grey, (net,)) == pytest.approx(expected[-1], abs=1e-4)
+    assert len(expected) == len(calibration.sequence) > 1 and np.ptp(expected) > 0   # distinct members
+    assert sequence.sequence_logit(grey, calibration.sequence) == pytest.approx(np.mean(expected), abs=1e-4)
 
 
 def test_bundled_patients_grey_t1_volumes_look_t1_and_their_flair_volumes_do_not(calibration,
@@ -59,11 +63,15 @@ def test_bundled_patients_grey_t1_volumes_look_t1_and_their_flair_volumes_do_not
     assert all(flagged for (_, label), flagged in verdicts.items() if label == T1), verdicts
 
 
-def test_three_channel_slices_and_slices_without_brain_carry_no_evidence(calibration) -> None:
+def test_only_one_sequence_slices_with_brain_carry_evidence(calibration) -> None:
     records = next(iter(by_patient(index_dataset(gallery.SAMPLES_DIR)).values()))
     image = read_slice(records[len(records) // 2].image_path)
-    assert measure_pixels(image, calibration).t1_evidence is None            # three sequences: nothing to judge
-    assert measure_pixels(np.zeros_like(image), calibration).t1_evidence is None   # grey, but no brain
+    grey = np.repeat(image[..., 1:2], 3, axis=2)
+    predictor = Predictor()
+    one_sequence = [p.check.one_sequence for p in predictor.predict_many([image, grey, np.zeros_like(image)])]
+    assert one_sequence == [False, True, True]
+    evidence = t1_evidence([image, grey, np.zeros_like(image)], one_sequence, calibration)
+    assert evidence[0] is None and isinstance(evidence[1], float) and evidence[2] is None   # no brain: nothing to say
 
 
 def test_a_volume_needs_three_scored_slices_and_a_positive_mean() -> None:
@@ -122,17 +130,17 @@ def sample_rgb_volumes() -> dict[str, list[np.ndarray]]:
 
 def test_bundled_patients_channels_look_in_order_and_flair_moved_out_of_the_middle_does_not(
         calibration, sample_rgb_volumes) -> None:
-    net, threshold = calibration.sequence, calibration.sequence_threshold
+    model, threshold = calibration.sequence, calibration.sequence_threshold
     for patient, volume in sample_rgb_volumes.items():
-        assert sequence.order_warning(volume, net, threshold) == "", patient
+        assert sequence.order_warning(volume, model, threshold) == "", patient
         for order in ((1, 0, 2), (0, 2, 1), (2, 0, 1), (1, 2, 0)):
             moved = [np.ascontiguousarray(image[..., order]) for image in volume]
             if all(np.array_equal(a[..., 1], b[..., 1]) for a, b in zip(moved, volume)):
                 continue   # the dataset filled a channel with FLAIR, and that copy is now in the middle
-            warning = sequence.order_warning(moved, net, threshold)
+            warning = sequence.order_warning(moved, model, threshold)
             assert warning.startswith("channels that look out of order"), (patient, order)
         swapped = [np.ascontiguousarray(image[..., (2, 1, 0)]) for image in volume]
-        assert sequence.order_warning(swapped, net, threshold) == "", patient   # FLAIR in place: cannot be seen
+        assert sequence.order_warning(swapped, model, threshold) == "", patient   # FLAIR in place: cannot be seen
 
 
 def test_one_sequence_volumes_get_no_order_warning(calibration, sample_volumes) -> None:
@@ -159,3 +167,4 @@ def test_predict_and_the_page_warn_about_a_volume_with_flair_out_of_the_middle(
         [(flair_first.name, flair_first.read_bytes(), "application/gzip")]).run()
     assert not app.exception and not app.error
     assert any("look out of order" in w.value for w in app.warning), [w.value for w in app.warning]
+
