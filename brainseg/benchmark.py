@@ -9,8 +9,8 @@ Agreement with the reference is measured on every slice of ``--data`` (pipeline 
 99.9th percentile of per-pixel probability differences).
 Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
 The extras table gives what the app adds on top of a batch-1 prediction: the input check (inside every
-prediction: what a prediction with it takes more than one without), the LayerCAM heat map of the classifier and
-flip test-time augmentation of the segmenter.
+prediction: what a prediction with it takes more than one without; also on a one-sequence slice, where the
+grey-sequence networks run), the LayerCAM heat map of the classifier and flip test-time augmentation of the segmenter.
 Cold start (fresh interpreter: import, load both models, first prediction) and peak resident memory come
 from ``--cold-runs`` subprocesses. A quick sanity run: ``--repeats 2 --batch-repeats 1 --cold-runs 1``.
 """
@@ -42,6 +42,7 @@ from brainseg.memory import resident_mb
 from brainseg.preprocess import MODEL_SIZE, preprocess
 from brainseg.reference import ReferenceUNet
 from brainseg.samples import SAMPLES_DIR
+from brainseg.sequence import grey_input
 from brainseg.weights import WEIGHTS_DIR
 
 # How close the fast path must stay to eager fp32 on the bundled samples' slices (tests/test_benchmark.py), in
@@ -253,19 +254,28 @@ def timing_table(predictors: dict[str, Predictor], images: Sequence[np.ndarray],
     return sorted(rows, key=lambda row: (order.index(row.model), list(VARIANTS).index(row.variant)))
 
 
-def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: int) -> list[dict[str, float]]:
+GREY_CHECK = "input check, one-sequence slice"
+
+
+def extras_table(predictor: Predictor, images: Sequence[np.ndarray], repeats: int, warmup: int
+                 ) -> list[dict[str, float]]:
     """Per-slice p50 ms at batch 1 of the pipeline and of what the app adds to it, interleaved on one slice.
 
     ``added_ms`` is the cost on top of a plain prediction: the heat map runs after it, flip-TTA replaces it (TTA
     minus the pipeline), and the input check runs inside every prediction, its pixel layers beside the classifier:
     its ``added_ms`` is a prediction with the check minus one without it (a second Predictor, the two called in
-    turn), its ``p50_ms`` the check called on its own.
+    turn), its ``p50_ms`` the check called on its own. All on the first of ``images``, and the check also on the
+    FLAIR channel alone of the first with enough brain for the grey-sequence networks to score it (a one-sequence
+    upload, where they run too).
     """
-    features, _ = predictor.classifier_outputs(predictor.batch([image]))
+    image = images[0]
+    grey = np.repeat(next((i for i in images if grey_input(i[..., 1]) is not None), image)[..., 1:2], 3, axis=2)
+    features, _ = predictor.classifier_outputs(predictor.batch([image, grey]))
     serving = {"pipeline": lambda: predictor.predict(image),
-               "input check": lambda: assess(image, features[0], predictor.input_check)}
+               "input check": lambda: assess(image, features[0], predictor.input_check),
+               GREY_CHECK: lambda: assess(grey, features[1], predictor.input_check)}
     if predictor.input_check is None:
-        del serving["input check"]
+        del serving["input check"], serving[GREY_CHECK]
     explaining = {"LayerCAM heat map": lambda: explain.activation_maps(predictor, [image]),
                   "flip TTA (4 members)": lambda: explain.tta_predict_many(predictor, [image])}
     medians = {name: float(np.median(seconds)) * 1e3           # the torch steps after: see interleaved_times
@@ -276,11 +286,12 @@ def extras_table(predictor: Predictor, image: np.ndarray, repeats: int, warmup: 
     fractions = {name: ms / pipeline_ms for name, ms in added.items()}
     if "input check" in medians:
         unchecked = Predictor(predictor.weights_dir, device="cpu", check=False, segmenters=predictor.segmenter_files)
-        pair = {name: float(np.median(seconds)) * 1e3 for name, seconds in interleaved_times(
-            {"with": lambda: predictor.predict(image), "without": lambda: unchecked.predict(image)},
-            4 * repeats, warmup).items()}      # a difference of two noisy medians: more calls
-        added["input check"] = pair["with"] - pair["without"]
-        fractions["input check"] = added["input check"] / pair["without"]
+        for step, slice_u8 in (("input check", image), (GREY_CHECK, grey)):
+            pair = {name: float(np.median(seconds)) * 1e3 for name, seconds in interleaved_times(
+                {"with": lambda s=slice_u8: predictor.predict(s), "without": lambda s=slice_u8: unchecked.predict(s)},
+                4 * repeats, warmup).items()}      # a difference of two noisy medians: more calls
+            added[step] = pair["with"] - pair["without"]
+            fractions[step] = added[step] / pair["without"]
     return [{"step": name, "p50_ms": ms, "added_ms": added[name], "added_fraction": fractions[name]}
             for name, ms in medians.items()]
 
@@ -394,7 +405,7 @@ def run(args: argparse.Namespace) -> dict:
         "speedup_throughput": pipeline["fast"].slices_per_s / pipeline["fp32"].slices_per_s,
         "agreement": sample_agreement(predictors, all_slices(args.data, args.agreement_slices),
                                       pipeline_settings(args.weights)),
-        "extras": extras_table(predictors["fast"], images[0], args.repeats, args.warmup),
+        "extras": extras_table(predictors["fast"], images, args.repeats, args.warmup),
         "cold": {variant: cold_start(variant, args.weights, args.threads, args.compile, args.cold_runs)
                  for variant in (*VARIANTS, "reference")} if args.cold_runs > 0 else {},
     }

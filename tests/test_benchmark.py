@@ -70,7 +70,8 @@ def test_quick_run_reports_every_row(tmp_path, capsys):
     assert all(result["peaks"][p] == max(kernels.values()) and set(kernels) == {"torch", "openvino"}
                for p, kernels in result["peaks_by_kernel"].items())
     extras = {row["step"]: row for row in result["extras"]}
-    assert set(extras) == {"pipeline", "input check", "LayerCAM heat map", "flip TTA (4 members)"}
+    assert set(extras) == {"pipeline", "input check", "input check, one-sequence slice", "LayerCAM heat map",
+                           "flip TTA (4 members)"}
     assert extras["pipeline"]["added_ms"] == 0 and all(row["p50_ms"] > 0 for row in extras.values())
     assert set(result["agreement"]) == {"fast", "torch"} and result["agreement"]["fast"]["slices"] == 4
     assert out.exists() and "| pipeline | fast (openvino" in capsys.readouterr().out
