@@ -9,8 +9,9 @@ Agreement with the reference is measured on every slice of ``--data`` (pipeline 
 99.9th percentile of per-pixel probability differences).
 Configurations are timed in interleaved rounds on the same real slices, so background load hits all alike.
 The extras table gives what the app adds on top of a batch-1 prediction: the input check (inside every
-prediction: what a prediction with it takes more than one without; also on a one-sequence slice, where the
-grey-sequence networks run), the LayerCAM heat map of the classifier and flip test-time augmentation of the segmenter.
+prediction: what a prediction with it takes more than one without; also on a one-sequence slice, whose
+sequence is judged once per volume, not here), the LayerCAM heat map of the classifier and flip test-time
+augmentation of the segmenter.
 Cold start (fresh interpreter: import, load both models, first prediction) and peak resident memory come
 from ``--cold-runs`` subprocesses. A quick sanity run: ``--repeats 2 --batch-repeats 1 --cold-runs 1``.
 """
@@ -265,8 +266,7 @@ def extras_table(predictor: Predictor, images: Sequence[np.ndarray], repeats: in
     minus the pipeline), and the input check runs inside every prediction, its pixel layers beside the classifier:
     its ``added_ms`` is a prediction with the check minus one without it (a second Predictor, the two called in
     turn), its ``p50_ms`` the check called on its own. All on the first of ``images``, and the check also on the
-    FLAIR channel alone of the first with enough brain for the grey-sequence networks to score it (a one-sequence
-    upload, where they run too).
+    FLAIR channel alone (a one-sequence upload) of the first slice with enough brain to be scored as a grey slice.
     """
     image = images[0]
     grey = np.repeat(next((i for i in images if grey_input(i[..., 1]) is not None), image)[..., 1:2], 3, axis=2)

@@ -167,4 +167,3 @@ def test_predict_and_the_page_warn_about_a_volume_with_flair_out_of_the_middle(
         [(flair_first.name, flair_first.read_bytes(), "application/gzip")]).run()
     assert not app.exception and not app.error
     assert any("look out of order" in w.value for w in app.warning), [w.value for w in app.warning]
-
