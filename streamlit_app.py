@@ -208,6 +208,8 @@ def slice_view(image_u8: np.ndarray, truth: np.ndarray | None, prediction: Predi
                                   viz.cam_overlay(viz.display_image(image_u8, st.session_state.view), heat)))
     if prediction.check is not None and prediction.check.flagged:
         st.warning(service.check_caution(prediction.check), icon=":material/warning:")
+    elif prediction.check is not None and prediction.check.one_sequence:
+        st.caption(service.ONE_SEQUENCE_NOTE)
     panels = viz.four_panels(image_u8, truth, mask, st.session_state.view)
     for column, panel in zip(st.columns(len(panels) + len(extra)), panels + extra):
         column.image(panel.image_u8, caption=panel.title, width="stretch")

@@ -277,6 +277,13 @@ def check_caution(check: InputCheck) -> str:
             f"often confidently and wrongly. What the input check found:\n\n{reasons}")
 
 
+ONE_SEQUENCE_NOTE = ("One MRI sequence (its three channels are identical), taken as FLAIR: the models were trained on "
+                     "pre-contrast, FLAIR and post-contrast together, and on FLAIR alone where the dataset lacks the "
+                     "other two. On a T1- or T2-weighted image alone their mask and tumour probability are "
+                     "unreliable, and the input check does not judge the sequence of a single slice (an uploaded "
+                     "volume's is judged as a whole).")
+
+
 def check_label(check: InputCheck | None) -> str:
     """The batch table's check cell: the verdict and, when flagged, the first reason in short ("" without a check)."""
     if check is None:

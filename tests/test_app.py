@@ -5,11 +5,13 @@ process (``st.cache_resource``), so only the first test pays for loading them.
 """
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from brainseg import gallery, service, viz
@@ -198,6 +200,23 @@ def test_uploading_a_kaggle_tif_with_its_mask_shows_a_prediction(app: AppTest, o
     truth_px = int(read_mask(mask).sum())
     assert int(table["true px"][0]) == truth_px
     assert f"{truth_px:,} px" in [m.value for m in app.metric if m.label == "True area"]
+
+
+def test_a_one_sequence_upload_that_passes_the_check_says_it_is_taken_as_flair(app: AppTest, samples: dict) -> None:
+    """A grey PNG of a bundled slice's FLAIR channel passes the check, and the page says how it was read; the
+    three-channel slice itself gets no such note."""
+    rows = samples[gallery.first_patient(samples)]
+    image = read_slice(rows[gallery.telling_slice(rows)].image_path)
+    notes = {}
+    for name, pixels in (("flair.png", image[..., 1]), ("three.png", image)):
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+        app.run()
+        app.file_uploader(key="uploads").set_value([(name, buffer.getvalue(), "image/png")]).run()
+        assert not app.exception and not app.error
+        assert list(app.dataframe[0].value["check"]) == ["ok"], name
+        notes[name] = [c.value for c in app.caption if c.value.startswith("One MRI sequence")]
+    assert notes == {"flair.png": [service.ONE_SEQUENCE_NOTE], "three.png": []}
 
 
 def test_a_corrupt_upload_shows_an_error_and_the_rest_keeps_working(app: AppTest, originals: Path) -> None:
