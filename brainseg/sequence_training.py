@@ -100,8 +100,9 @@ def fold(net) -> SequenceNet:
 def train_members(volumes: Sequence[tuple[str, int, list[np.ndarray]]], folds: Sequence[Sequence[str]],
                   epochs: int = EPOCHS) -> SequenceModel:
     """One network per fold (seed = its index), trained on the volumes of the patients outside that fold."""
-    return tuple(train_sequence_net([v for v in volumes if v[0] not in set(held_out)], seed=k, epochs=epochs)
-                 for k, held_out in enumerate(folds))
+    held_out_sets = [set(held_out) for held_out in folds]
+    return tuple(train_sequence_net([v for v in volumes if v[0] not in held_out], seed=k, epochs=epochs)
+                 for k, held_out in enumerate(held_out_sets))
 
 
 def out_of_fold(model: SequenceModel, folds: Sequence[Sequence[str]]) -> Callable[[str], SequenceModel]:
