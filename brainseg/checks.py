@@ -22,7 +22,7 @@ Ranges come from training-split slices, thresholds from the validation patients;
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -313,9 +313,8 @@ def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibrat
     if content is not None:
         rows = np.stack([content_row(m.pixels, m.layout, f, content) for m, f in zip(measures, features)])
         probabilities, distances = content.probabilities(rows), content.distances(rows) / content.distance_threshold
-    return [replace(_verdict(m.shape, m.statistics, float(ratio), calibration,
-                             None if content is None else (probabilities[i], float(distances[i]))),
-                    one_sequence=m.statistics["identical_channels"] >= ONE_SEQUENCE_SHARE)
+    return [_verdict(m.shape, m.statistics, float(ratio), calibration,
+                     None if content is None else (probabilities[i], float(distances[i])))
             for i, (m, ratio) in enumerate(zip(measures, ratios))]
 
 
@@ -359,11 +358,11 @@ def _verdict(shape: tuple[int, int], statistics: dict[str, float], ratio: float,
             ratio = max(ratio, distance)
     one_sequence = statistics["identical_channels"] >= ONE_SEQUENCE_SHARE
     if not size_reasons and not strong_reasons:
-        return InputCheck(ratio, OK, ())
+        return InputCheck(ratio, OK, (), one_sequence)
     sequence_reason = ["one MRI sequence (the three channels are identical); the model expects three: "
                        "pre-contrast, FLAIR and post-contrast"] if one_sequence else []
     verdict = FOREIGN if strong_reasons or one_sequence else CAUTION
-    return InputCheck(ratio, verdict, tuple(strong_reasons + sequence_reason + size_reasons))
+    return InputCheck(ratio, verdict, tuple(strong_reasons + sequence_reason + size_reasons), one_sequence)
 
 
 # ---- the shipped calibration --------------------------------------------------------------------------------
