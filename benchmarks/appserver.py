@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from brainseg.data import DATA_ENV
+from brainseg.paths import DATA_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "streamlit_app.py"
@@ -102,6 +103,11 @@ def shown_slice(page: Any) -> tuple[int, int]:
     return int(number), int(count)
 
 
+def open_page(page: Any, title: str) -> None:
+    """Click the app's navigation link to the page ``title`` (e.g. "Upload slices")."""
+    page.get_by_test_id("stTopNavLink").filter(has_text=title).first.click()
+
+
 def wait_until_idle(page: Any, timeout_ms: int = STEP_MS) -> None:
     """Until Streamlit's "running" indicator is gone (the script run has finished)."""
     page.wait_for_function(IDLE, timeout=timeout_ms)
@@ -109,7 +115,7 @@ def wait_until_idle(page: Any, timeout_ms: int = STEP_MS) -> None:
 
 def wait_for_heading(page: Any, text: str, timeout_ms: int = FIRST_VIEW_MS) -> None:
     """Until the heading ``text`` is visible; raises at once, with the app's traceback, if the page shows an
-    exception instead (in any tab), and after ``timeout_ms``."""
+    exception instead, and after ``timeout_ms``."""
     exception, wanted = page.locator("[data-testid=stException]"), page.get_by_role("heading", name=text, exact=True)
     deadline = time.monotonic() + timeout_ms / 1000
     while not wanted.is_visible():

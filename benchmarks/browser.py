@@ -1,6 +1,6 @@
 """How fast the page answers a user: headless Chromium against a real ``streamlit run``, as the README starts it.
 
-Four measurements, each repeated on a fresh server (median and all runs printed):
+Five measurements, each repeated on a fresh server (median and all runs printed):
 
 1. **cold first view**: a fresh server (its health check answered, no session yet), ``goto`` its URL until the
    first patient's slice heading is shown, the script run has finished and the four panels' images are loaded;
@@ -9,7 +9,9 @@ Four measurements, each repeated on a fresh server (median and all runs printed)
    "Patient" box (the app predicts the neighbours of the patient shown in the background), until its heading,
    idle and four loaded panels;
 3. **new patient, prefetched**: after looking at that patient for 5 s, choose the next one in the box;
-4. **next slice**: click "Next ▶" until the next slice's heading, idle and four loaded panels.
+4. **next slice**: click "Next ▶" until the next slice's heading, idle and four loaded panels;
+5. **shared link, fresh tab**: the address bar's URL after step 4 opened in a new browser context (a new session
+   on the now warm server), until the same slice's heading, idle and four loaded panels.
 
 Every wait is bounded (benchmarks/appserver.py). Usage, from the repository root:
 ``python benchmarks/browser.py [--runs 3] [--json weights/browser.json]``.
@@ -32,15 +34,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import appserver  # noqa: E402  (after the path: run as a script)
-from brainseg import gallery  # noqa: E402
-from brainseg.benchmark import machine  # noqa: E402
-from brainseg.data import by_patient, index_dataset  # noqa: E402
+from brainseg.data import gallery  # noqa: E402
+from brainseg.data.index import by_patient, index_dataset  # noqa: E402
+from brainseg.evaluation.benchmark import machine  # noqa: E402
+from brainseg.paths import SAMPLES_DIR  # noqa: E402
 
 PANELS = 4
 # all four panel images present and decoded
 PANELS_LOADED = ("() => { const images = [...document.querySelectorAll('[data-testid=stImage] img')];"
                  f" return images.length >= {PANELS} && images.every(i => i.complete && i.naturalWidth > 0); }}")
-STEPS = ("cold first view", "new patient, not prefetched", "new patient, prefetched", "next slice")
+STEPS = ("cold first view", "new patient, not prefetched", "new patient, prefetched", "next slice",
+         "shared link, fresh tab")
 READING_MS = 5_000   # how long the user looks at a patient before choosing its neighbour
 
 
@@ -59,7 +63,7 @@ def choose_patient(page: Any, patient: str) -> None:
 
 
 def one_run(browser: Any, log: Path, samples: dict) -> dict[str, float]:
-    """The four measurements on a fresh server."""
+    """The five measurements on a fresh server."""
     names = sorted(samples)
     first = gallery.first_patient(samples)
     far = next(p for p in names if p not in [first, *gallery.neighbours(names, first)])
@@ -82,6 +86,13 @@ def one_run(browser: Any, log: Path, samples: dict) -> dict[str, float]:
         started = time.perf_counter()
         page.get_by_role("button", name="Next ▶").click()
         times[STEPS[3]] = settled(page, heading(samples[after], number + 1), started)
+        shared = browser.new_context(viewport={"width": 1400, "height": 1000})
+        fresh_tab = shared.new_page()
+        fresh_tab.set_default_timeout(appserver.STEP_MS)
+        started = time.perf_counter()
+        fresh_tab.goto(page.url)
+        times[STEPS[4]] = settled(fresh_tab, heading(samples[after], number + 1), started)
+        shared.close()
         context.close()
     return times
 
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    samples = by_patient(index_dataset(gallery.SAMPLES_DIR))
+    samples = by_patient(index_dataset(SAMPLES_DIR))
     runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as driver:
         browser = appserver.launch_chromium(driver)

@@ -23,17 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import appserver  # noqa: E402  (after the path: run as a script)
-from brainseg import gallery  # noqa: E402
-from brainseg.data import by_patient, index_dataset  # noqa: E402
+from brainseg.data.index import by_patient, index_dataset  # noqa: E402
 from brainseg.memory import resident_mb  # noqa: E402
+from brainseg.paths import SAMPLES_DIR  # noqa: E402
 
 ORIGINALS = Path(os.environ.get("BRAINSEG_SHARED", ROOT.parent / "shared")) / "lgg" / "original"  # as in conftest
 UPLOADS = ("TCGA_CS_4942_19970222_11.tif", "TCGA_CS_4942_19970222_11_mask.tif", "TCGA_CS_4942_19970222_3.tif")
@@ -92,18 +93,18 @@ def gallery_session(run: Run, page: Any) -> None:
 
 
 def upload(run: Run, page: Any, originals: Path) -> None:
-    """The three Kaggle files into the upload tab of the same session."""
-    page.get_by_role("tab", name=re.compile("Upload")).click()
+    """The three Kaggle files into the upload page of the same session."""
+    appserver.open_page(page, "Upload slices")
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
         [str(originals / name) for name in UPLOADS])
     page.get_by_role("heading", name=UPLOADS[0]).wait_for()
-    page.get_by_role("tabpanel", name=re.compile("Upload")).get_by_test_id("stDataFrame").wait_for()
+    page.get_by_test_id("stMain").get_by_test_id("stDataFrame").wait_for()
     run.record(f"upload of {len(UPLOADS)} files", [page])
 
 
 def more_sessions(run: Run, browser: Any, count: int) -> None:
     """``count`` sessions at other sample patients and slices, opened at once (they load together); left open."""
-    patients = by_patient(index_dataset(gallery.SAMPLES_DIR))
+    patients = by_patient(index_dataset(SAMPLES_DIR))
     names = sorted(patients)
     views = []
     for i in range(count):
@@ -120,7 +121,7 @@ def more_sessions(run: Run, browser: Any, count: int) -> None:
 
 def measure(sessions: int, originals: Path) -> list[dict[str, Any]]:
     """Every step against one fresh server; the rows of the table."""
-    from playwright.sync_api import sync_playwright   # test-only dependency: imported where it is needed
+    from playwright.sync_api import sync_playwright  # test-only dependency: imported where it is needed
 
     with tempfile.TemporaryDirectory() as tmp, appserver.serve(Path(tmp) / "server.log") as server:
         run = Run(server)

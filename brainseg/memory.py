@@ -1,13 +1,7 @@
-"""A process's resident memory, and handing the memory a script run freed back to the OS (glibc; a no-op elsewhere).
+"""A process's resident memory (``VmRSS``, peak ``VmHWM``), and handing what a script run freed back to the OS.
 
-``resident_mb`` reads ``VmRSS`` (resident now) and ``VmHWM`` (peak resident) from /proc (Linux); the benchmark
-and the app-server measurements use it.
-
-glibc's ``malloc`` keeps freed memory for reuse instead of returning it: after the first predictions it serves
-even the models' multi-MB activation buffers from its heaps (it raises its mmap threshold each time such a
-buffer is freed), so every prediction, explanation and cached copy leaves free but resident pages behind, in
-one arena per thread (Streamlit runs each session's script in its own thread). ``malloc_trim(0)`` returns the
-free pages of every arena; it takes a few milliseconds.
+glibc keeps freed memory in per-thread arenas; ``release`` calls ``malloc_trim(0)`` (a no-op elsewhere), which the
+app does after every page run.
 """
 from __future__ import annotations
 
@@ -45,7 +39,9 @@ def resident_mb(pid: int | str = "self") -> dict[str, float]:
     """
     status = Path(f"/proc/{pid}/status")
     if not status.exists() and pid == "self":
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform.startswith("linux") else 2**20)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+            1024 if sys.platform.startswith("linux") else 2**20
+        )
         return {"VmRSS": peak, "VmHWM": peak}
     fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
     return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}

@@ -1,11 +1,12 @@
-"""Overlap metrics, the focal Tversky loss and detection metrics, defined once (DESIGN.md).
+"""Overlap metrics, the focal Tversky loss and detection metrics, defined once.
 
 Empty-mask rule for every overlap metric: truth and prediction both empty = 1, exactly one empty = 0.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class Counts:
     fp: int
     fn: int
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
 
@@ -89,12 +90,32 @@ def slice_overlap(pred: np.ndarray, truth: np.ndarray) -> Overlap:
 
 
 def volume_dice(patients: Sequence[str], preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, float]:
-    """Per-volume Dice: each patient's slices (given in any order, one patient name per slice) stacked."""
+    """Per-volume Dice: each patient's slices (given in any order, one patient name per slice) stacked.
+
+    Args:
+        patients: the patient of each slice.
+        preds: the predicted ``HxW bool`` mask of each slice.
+        truths: the true ``HxW bool`` mask of each slice.
+
+    Returns:
+        Dice by patient.
+    """
     return {patient: dice(c) for patient, c in volume_counts(patients, preds, truths).items()}
 
 
-def volume_counts(patients: Sequence[str], preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, Counts]:
-    """Pixel counts per patient: each patient's slices (one patient name per slice) summed."""
+def volume_counts(
+    patients: Sequence[str], preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]
+) -> dict[str, Counts]:
+    """Pixel counts per patient: each patient's slices (one patient name per slice) summed.
+
+    Args:
+        patients: the patient of each slice.
+        preds: the predicted ``HxW bool`` mask of each slice.
+        truths: the true ``HxW bool`` mask of each slice.
+
+    Returns:
+        Summed counts by patient.
+    """
     per_patient: dict[str, Counts] = {}
     for patient, pred, truth in zip(patients, preds, truths):
         per_patient[patient] = per_patient.get(patient, Counts(0, 0, 0)) + counts(pred, truth)
@@ -104,10 +125,25 @@ def volume_counts(patients: Sequence[str], preds: Sequence[np.ndarray], truths: 
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def bootstrap_interval(values: np.ndarray | Sequence[float], statistic, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = 0, level: float = 0.95) -> list[float]:
-    """Percentile bootstrap interval over patients: ``values`` holds one row per patient, resampled with
-    replacement; ``statistic`` maps a ``resamples x patients [x ...]`` array to one estimate per resample."""
+def bootstrap_interval(
+    values: np.ndarray | Sequence[float],
+    statistic,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float]:
+    """Percentile bootstrap interval over patients.
+
+    Args:
+        values: one row per patient (a value, or e.g. a ``(tp, fp, fn)`` row), resampled with replacement.
+        statistic: maps a ``resamples x patients [x ...]`` array to one estimate per resample.
+        resamples: how many resamples.
+        seed: seed of the resampling.
+        level: the interval's coverage (0.95: the 2.5th and 97.5th percentiles).
+
+    Returns:
+        ``[low, high]``; two NaNs without values.
+    """
     values = np.asarray(values, dtype=float)
     if not len(values):
         return [float("nan"), float("nan")]
@@ -138,9 +174,21 @@ def count_rows(per_patient: Sequence[Counts]) -> np.ndarray:
 
 # ---- training loss (soft, differentiable) --------------------------------------------------------
 
-def soft_tversky(probability: torch.Tensor, target: torch.Tensor, alpha: float = TVERSKY_ALPHA,
-                 smooth: float = 1.0) -> torch.Tensor:
-    """Tversky index of soft predictions, pooled over the whole batch (as the Keras original)."""
+
+def soft_tversky(
+    probability: torch.Tensor, target: torch.Tensor, alpha: float = TVERSKY_ALPHA, smooth: float = 1.0
+) -> torch.Tensor:
+    """Tversky index of soft predictions, pooled over the whole batch (as the Keras original).
+
+    Args:
+        probability: predicted tumour probabilities, any shape.
+        target: true masks (0/1), the same shape.
+        alpha: weight of false negatives; false positives get ``1 - alpha``.
+        smooth: added to numerator and denominator.
+
+    Returns:
+        Scalar tensor, the index (1 = perfect).
+    """
     p, t = probability.float().flatten(), target.float().flatten()
     tp = (p * t).sum()
     fn = ((1 - p) * t).sum()
@@ -148,9 +196,20 @@ def soft_tversky(probability: torch.Tensor, target: torch.Tensor, alpha: float =
     return (tp + smooth) / (tp + alpha * fn + (1 - alpha) * fp + smooth)
 
 
-def focal_tversky_loss(probability: torch.Tensor, target: torch.Tensor, alpha: float = TVERSKY_ALPHA,
-                       gamma: float = FOCAL_GAMMA) -> torch.Tensor:
-    """``(1 - TI) ** gamma`` over the batch."""
+def focal_tversky_loss(
+    probability: torch.Tensor, target: torch.Tensor, alpha: float = TVERSKY_ALPHA, gamma: float = FOCAL_GAMMA
+) -> torch.Tensor:
+    """``(1 - TI) ** gamma`` over the batch.
+
+    Args:
+        probability: predicted tumour probabilities, any shape.
+        target: true masks (0/1), the same shape.
+        alpha: the Tversky index's weight of false negatives (:func:`soft_tversky`).
+        gamma: the focal exponent.
+
+    Returns:
+        Scalar loss tensor.
+    """
     return (1 - soft_tversky(probability, target, alpha)).clamp(min=0) ** gamma
 
 
@@ -158,6 +217,14 @@ def per_image_dice_loss(probability: torch.Tensor, target: torch.Tensor, smooth:
     """Mean ``1 - soft Dice`` over the images of the batch that hold tumour (0 when none does).
 
     Unlike the pooled losses, every tumour counts the same however small it is, as in per-volume Dice.
+
+    Args:
+        probability: ``Bx...`` predicted tumour probabilities, one image per row of the first axis.
+        target: ``Bx...`` true masks (0/1), the same shape.
+        smooth: added to the Dice's numerator and denominator.
+
+    Returns:
+        Scalar loss tensor.
     """
     p, t = probability.float().flatten(1), target.float().flatten(1)
     tumour = t.sum(1) > 0
@@ -169,6 +236,7 @@ def per_image_dice_loss(probability: torch.Tensor, target: torch.Tensor, smooth:
 
 
 # ---- detection ----------------------------------------------------------------------------------
+
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False-positive rates, true-positive rates and thresholds, from the highest score down."""
@@ -204,5 +272,8 @@ def detection(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "false_positive_rate": fp / max(tn + fp, 1),
-        "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+        "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
     }

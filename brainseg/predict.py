@@ -1,14 +1,11 @@
-"""``python -m brainseg predict FILES... --out DIR``: mask and overlay PNGs and one CSV row per slice file; for a
-volume (NIfTI, multi-page TIFF, a zip, or a folder holding a DICOM series) ``<name>_mask.nii.gz`` in the input's grid
-and one CSV row per slice.
+"""Predict files into a folder: mask and overlay PNGs and a CSV row per slice file; for a volume, its mask as NIfTI in
+the input's grid and a row per slice (what ``brainseg predict`` runs).
 
-Every slice goes through the input check; a flagged one is predicted and reported, not skipped. An input that
-cannot be read gets a one-line error on stderr and a row saying why; the others are still processed, and the
-command exits with code 2 at the end.
+Every slice goes through the input check and is reported, flagged or not; an unreadable input gets a row with its
+error and the others go on.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
@@ -16,26 +13,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from brainseg.checks import volume_sequence_warning
+from brainseg.check.assess import volume_sequence_warning
 from brainseg.errors import BrainsegError
-from brainseg.inference import Prediction, Predictor, pipeline_settings, volume_masks
-from brainseg.io import encode_png, read_slice
-from brainseg.viz import overlay
-from brainseg.volume_io import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
-from brainseg.weights import WEIGHTS_DIR
+from brainseg.figures.charts import overlay
+from brainseg.inference.predictor import Prediction, Predictor, volume_masks
+from brainseg.io.slices import encode_png, read_slice
+from brainseg.io.volumes import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
 
 CSV_NAME = "predictions.csv"
 COLUMNS = ("file", "slice", "tumour_probability", "predicted_area_px", "check_score", "verdict", "reasons",
            "mask_png", "overlay_png", "mask_nifti", "error")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", help="slice images (.tif, .png, .jpg) or volumes (.nii, .nii.gz, "
-                        "multi-page .tif, .zip, or a folder of one DICOM series)")
-    parser.add_argument("--out", required=True, help="folder for the PNGs and predictions.csv")
-    parser.add_argument("--threshold", type=float, help="segmenter threshold (default: weights/pipeline.json)")
-    parser.add_argument("--gate", type=float, help="classifier gate (default: weights/pipeline.json)")
-    parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files")
 
 
 def output_stem(path: Path, taken: set[str]) -> str:
@@ -49,6 +38,20 @@ def output_stem(path: Path, taken: set[str]) -> str:
 
 def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: str = "", overlay_png: str = "",
                slice_number: int | str = "", mask_nifti_name: str = "") -> dict:
+    """The CSV row of one predicted slice: its probability, mask area, input check and output file names.
+
+    Args:
+        path: the input file (or folder) the slice came from.
+        prediction: the slice's prediction.
+        mask: the pipeline's ``HxW bool`` mask of the slice.
+        mask_png: the name of its mask PNG, ``""`` when none was written.
+        overlay_png: the name of its overlay PNG, ``""`` when none was written.
+        slice_number: the slice's number within a volume, ``""`` for a slice file.
+        mask_nifti_name: the name of its volume's mask NIfTI, ``""`` for a slice file.
+
+    Returns:
+        The row, keyed by ``COLUMNS`` (the check's cells blank without a check).
+    """
     check = prediction.check
     return {"file": str(path), "slice": slice_number, "tumour_probability": round(prediction.tumour_probability, 4),
             "predicted_area_px": int(mask.sum()),
@@ -71,7 +74,19 @@ def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
 
 def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, bytes]], out: Path, stem: str,
                    settings: tuple[float, float, int, bool]) -> list[dict]:
-    """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice."""
+    """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice.
+
+    Args:
+        predictor: the models to predict with.
+        path: the input file or folder, as named in the rows and warnings.
+        files: the volume's ``(name, bytes)`` files.
+        out: the output folder.
+        stem: the output files' stem, unique among the outputs.
+        settings: ``(threshold, gate, min_area, largest_3d)`` of :func:`volume_masks`.
+
+    Returns:
+        One :func:`result_row` per slice, in slice order.
+    """
     volume = read_volume(files)
     predictions = predictor.predict_many(volume.images_u8, batch_size=volume.batch_size)
     masks = volume_masks(predictions, *settings)
@@ -88,8 +103,20 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
 
 def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold: float, gate: float,
                   min_area: int, largest_3d: bool = False) -> list[dict]:
-    """Predict each file, write its PNGs to ``out`` and return one row per file (errors included); a volume's
-    masks keep only its largest 3D tumour with ``largest_3d``."""
+    """Predict each file and write its PNGs (a volume: its mask NIfTI) to ``out``.
+
+    Args:
+        predictor: the models to predict with.
+        files: slice files, volume files or folders (a folder is one DICOM series).
+        out: the output folder, created if missing.
+        threshold: segmenter probability at or above which a pixel is tumour.
+        gate: classifier tumour probability below which a slice's mask is left empty.
+        min_area: connected regions (8-connected) of fewer pixels than this are removed.
+        largest_3d: a volume's masks keep only its largest 3D tumour.
+
+    Returns:
+        One row per slice file, per volume slice and per unreadable input (with its error).
+    """
     out.mkdir(parents=True, exist_ok=True)
     rows, taken = [], set()
     for path in tqdm(files, desc="predict", unit="file"):
@@ -127,19 +154,3 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    settings = pipeline_settings(Path(args.weights))
-    threshold = settings["seg_threshold"] if args.threshold is None else args.threshold
-    gate = settings["gate"] if args.gate is None else args.gate
-    out = Path(args.out)
-    rows = predict_files(Predictor(args.weights), [Path(f) for f in args.files], out, threshold, gate,
-                         int(settings["min_area"]), bool(settings["largest_3d_component"]))
-    write_csv(rows, out / CSV_NAME)
-    flagged = sum(row["verdict"] not in ("", "ok") for row in rows)
-    failed = sum(bool(row["error"]) for row in rows)
-    print(f"predict: {len(rows) - failed} of {len(rows)} slices predicted, {flagged} flagged by the input check; "
-          f"{out / CSV_NAME}")
-    if failed:
-        raise BrainsegError(f"{failed} of {len(args.files)} inputs could not be read; see the error column of "
-                            f"{out / CSV_NAME}")
-    return rows

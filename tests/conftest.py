@@ -39,8 +39,8 @@ SAMPLE_STEM = SAMPLES_DIR / "TCGA_CS_5396_20010302" / "TCGA_CS_5396_20010302_16"
 
 ENABLE_KAGGLE = f"set {TEST_DATA_ENV}=/path/to/kaggle_3m (the Kaggle download)"
 ENABLE_SHARED = f"set {SHARED_ENV}=/path/to/shared (this team's machines)"
-NO_CHROMIUM = (f"no Chromium for the browser tests: apt-get install chromium (what .ci/run does) "
-               f"or python -m playwright install chromium")
+NO_CHROMIUM = ("no Chromium for the browser tests: apt-get install chromium (what .ci/run does) "
+               "or python -m playwright install chromium")
 DATA_SKIP_MARKS = (TEST_DATA_ENV, SHARED_ENV, "chromium")   # a skip naming one of these is a data skip
 
 

@@ -1,0 +1,38 @@
+"""``brainseg predict``: masks, overlays and a CSV for slice files and volumes, with the input check."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from brainseg.errors import BrainsegError
+from brainseg.paths import WEIGHTS_DIR
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", help="slice images (.tif, .png, .jpg) or volumes (.nii, .nii.gz, "
+                        "multi-page .tif, .zip, or a folder of one DICOM series)")
+    parser.add_argument("--out", required=True, help="folder for the PNGs and predictions.csv")
+    parser.add_argument("--threshold", type=float, help="segmenter threshold (default: weights/pipeline.json)")
+    parser.add_argument("--gate", type=float, help="classifier gate (default: weights/pipeline.json)")
+    parser.add_argument("--weights", default=str(WEIGHTS_DIR), help="folder with the safetensors files")
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from brainseg.config import pipeline_settings
+    from brainseg.inference.predictor import Predictor
+    from brainseg.predict import CSV_NAME, predict_files, write_csv
+    settings = pipeline_settings(Path(args.weights))
+    threshold = settings["seg_threshold"] if args.threshold is None else args.threshold
+    gate = settings["gate"] if args.gate is None else args.gate
+    out = Path(args.out)
+    rows = predict_files(Predictor(args.weights), [Path(f) for f in args.files], out, threshold, gate,
+                         int(settings["min_area"]), bool(settings["largest_3d_component"]))
+    write_csv(rows, out / CSV_NAME)
+    flagged = sum(row["verdict"] not in ("", "ok") for row in rows)
+    failed = sum(bool(row["error"]) for row in rows)
+    print(f"predict: {len(rows) - failed} of {len(rows)} slices predicted, {flagged} flagged by the input check; "
+          f"{out / CSV_NAME}")
+    if failed:
+        raise BrainsegError(f"{failed} of {len(args.files)} inputs could not be read; see the error column of "
+                            f"{out / CSV_NAME}")
+    return rows
