@@ -3,7 +3,8 @@
 Five measurements, each repeated on a fresh server (median and all runs printed):
 
 1. **cold first view**: a fresh server (its health check answered, no session yet), ``goto`` its URL until the
-   first patient's slice heading is shown, the script run has finished and the four panels' images are loaded;
+   first patient's slice heading is shown, the script run has finished, the four panels' images are loaded and the
+   area profile is drawn;
    the models load in this step (the OpenVINO IR cache on disk is warm after the first run);
 2. **new patient, not prefetched**: at once, choose a bundled patient that is not next to the first in the
    "Patient" box (the app predicts the neighbours of the patient shown in the background), until its heading,
@@ -40,9 +41,12 @@ from brainseg.evaluation.benchmark import machine  # noqa: E402
 from brainseg.paths import SAMPLES_DIR  # noqa: E402
 
 PANELS = 4
-# all four panel images present and decoded
+# all four panel images present and decoded, and the area profile drawn (a Vega-Lite or a plotly chart)
 PANELS_LOADED = ("() => { const images = [...document.querySelectorAll('[data-testid=stImage] img')];"
-                 f" return images.length >= {PANELS} && images.every(i => i.complete && i.naturalWidth > 0); }}")
+                 " const chart = document.querySelector('[data-testid=stVegaLiteChart] canvas, "
+                 "[data-testid=stVegaLiteChart] svg, .js-plotly-plot .main-svg');"
+                 f" return !!chart && images.length >= {PANELS} && images.every(i => i.complete && i.naturalWidth > 0);"
+                 " }")
 STEPS = ("cold first view", "new patient, not prefetched", "new patient, prefetched", "next slice",
          "shared link, fresh tab")
 READING_MS = 5_000   # how long the user looks at a patient before choosing its neighbour

@@ -377,25 +377,23 @@ def volume_view(
         image_key=source.image_keys[i],
     )
     summary = slices.summary(source.name, masks)
-    areas = charts.area_across_slices(
-        list(zip(summary.slice_numbers, summary.true_px, summary.predicted_px)),
-        number,
-        f"Tumour area per slice: {'truth vs prediction' if slices.has_truth else 'prediction'}, {source.name}",
-        source.profile_note,
-    )
+    rows = list(zip(summary.slice_numbers, summary.true_px, summary.predicted_px))
+    title = f"Tumour area per slice: {'truth vs prediction' if slices.has_truth else 'prediction'}, {source.name}"
+    areas = charts.area_profile(rows, number, title, source.profile_note, slices.has_truth)
     if not st.toggle(
         "Patient in 3D",
         key=f"{k}patient_3d",
         help="The predicted and true tumour of every slice as rotatable surfaces, the per-slice "
         "table and a downloadable summary (CSV) and report (HTML).",
     ):
-        st.plotly_chart(areas, key=f"{k}areas")
+        st.vega_lite_chart(areas, key=f"{k}areas", width="stretch")
         return
     volume_3d = report.volume_figure(masks, truths, i, slices.numbers)
     left, right = st.columns(2)
     left.plotly_chart(volume_3d, key=f"{k}volume_3d")
-    right.plotly_chart(areas, key=f"{k}areas")
-    patient_downloads(summary, slices, masks, [volume_3d, areas], settings, k)
+    right.vega_lite_chart(areas, key=f"{k}areas", width="stretch")
+    report_areas = charts.area_across_slices(rows, number, title, source.profile_note, slices.has_truth)
+    patient_downloads(summary, slices, masks, [volume_3d, report_areas], settings, k)
 
 
 def patient_downloads(

@@ -334,28 +334,26 @@ def roc_figure(metrics: dict) -> go.Figure:
     return _layout(figure, f"Classifier ROC, AUC {auc:.3f}", f"per slice · {split_label(metrics)}")
 
 
-def area_across_slices(rows: Sequence[tuple[int, int, int]], current_slice: int, title: str, scope: str) -> go.Figure:
-    """True vs predicted tumour area (pixels) across a volume's slices, current slice marked.
+def area_across_slices(rows: Sequence[tuple[int, int, int]], current_slice: int, title: str, scope: str,
+                       has_truth: bool = True) -> go.Figure:
+    """True vs predicted tumour area (pixels) across a volume's slices, current slice marked (the HTML report's
+    interactive copy of :func:`area_profile`).
 
     Args:
         rows: ``(slice, true_px, predicted_px)`` per slice, in slice order.
         current_slice: the number of the slice to mark.
         title: the figure's title.
         scope: the line under the title (split and aggregation).
+        has_truth: whether there is a true mask; without one no "true area" series is drawn.
 
     Returns:
         The plotly figure.
     """
     numbers = [r[0] for r in rows]
     figure = go.Figure()
-    figure.add_scatter(
-        x=numbers,
-        y=[r[1] for r in rows],
-        name="true area",
-        mode="lines+markers",
-        line={"color": TRUE_COLOUR},
-        fill="tozeroy",
-    )
+    if has_truth:
+        figure.add_scatter(x=numbers, y=[r[1] for r in rows], name="true area", mode="lines+markers",
+                           line={"color": TRUE_COLOUR}, fill="tozeroy")
     figure.add_scatter(
         x=numbers, y=[r[2] for r in rows], name="predicted area", mode="lines+markers", line={"color": PREDICTED_COLOUR}
     )
@@ -367,6 +365,37 @@ def area_across_slices(rows: Sequence[tuple[int, int, int]], current_slice: int,
     )
     figure.update_layout(xaxis_title="slice", yaxis_title="tumour area (pixels)")
     return _layout(figure, title, scope, height=320)
+
+
+def area_profile(rows: Sequence[tuple[int, int, int]], current_slice: int, title: str, scope: str,
+                 has_truth: bool = True) -> dict:
+    """The page's area profile as a Vega-Lite spec: predicted (and, with a mask, true) tumour area per slice, the
+    current slice marked. Vega-Lite draws in the browser far sooner than plotly, so the page opens faster.
+
+    Args:
+        rows: ``(slice, true_px, predicted_px)`` per slice, in slice order.
+        current_slice: the number of the slice to mark.
+        title: the chart's title.
+        scope: the line under the title (split and aggregation).
+        has_truth: whether there is a true mask; without one no "true area" series is drawn.
+
+    Returns:
+        The Vega-Lite specification (JSON-ready).
+    """
+    series = [("true area", 1, TRUE_COLOUR)] if has_truth else []
+    series.append(("predicted area", 2, PREDICTED_COLOUR))
+    values = [{"slice": row[0], "series": name, "pixels": row[column]} for row in rows for name, column, _ in series]
+    line = {"mark": {"type": "line", "point": True},
+            "encoding": {"x": {"field": "slice", "type": "quantitative", "title": "slice"},
+                         "y": {"field": "pixels", "type": "quantitative", "title": "tumour area (pixels)"},
+                         "color": {"field": "series", "type": "nominal", "legend": {"orient": "top", "title": None},
+                                   "scale": {"domain": [s[0] for s in series], "range": [s[2] for s in series]}},
+                         "tooltip": [{"field": "slice", "type": "quantitative"}, {"field": "series"},
+                                     {"field": "pixels", "type": "quantitative"}]}}
+    marker = {"data": {"values": [{"slice": current_slice}]}, "mark": {"type": "rule", "strokeDash": [4, 4]},
+              "encoding": {"x": {"field": "slice", "type": "quantitative"}}}
+    return {"title": {"text": title, "subtitle": scope, "anchor": "start"}, "height": 300,
+            "data": {"values": values}, "layer": [line, marker]}
 
 
 def headline_intervals(metrics: dict) -> str:

@@ -368,6 +368,13 @@ def test_charts_name_their_split_and_match_the_report(samples: dict) -> None:
     rows = metrics["areas"]["per_patient"][patient]
     areas = charts.area_across_slices([tuple(r) for r in rows], rows[2][0], "areas", "test split")
     assert list(areas.data[0].y) == [r[1] for r in rows] and list(areas.data[1].y) == [r[2] for r in rows]
+    profile = charts.area_profile([tuple(r) for r in rows], rows[2][0], "areas", "test split")
+    assert [v["pixels"] for v in profile["data"]["values"] if v["series"] == "true area"] == [r[1] for r in rows]
+    # without a mask there is no truth to draw: no "true area" series at 0, which would read as "no tumour"
+    blind = charts.area_profile([tuple(r) for r in rows], rows[2][0], "areas", "upload", has_truth=False)
+    assert {v["series"] for v in blind["data"]["values"]} == {"predicted area"}
+    assert [d.name for d in charts.area_across_slices(rows, rows[2][0], "a", "b", has_truth=False).data] == [
+        "predicted area"]
 
 
 def test_training_curves_plot_every_epoch() -> None:

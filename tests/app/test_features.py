@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -47,8 +49,13 @@ def captions(at: AppTest) -> list[str]:
 
 
 def gallery_figures(at: AppTest) -> list[dict]:
-    """The plotly figures of the gallery tab, as JSON."""
+    """The plotly figures of the gallery page, as JSON."""
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def area_profiles(at: AppTest) -> list[pd.DataFrame]:
+    """The Vega-Lite area profiles of the page: their data (Streamlit sends it as Arrow beside the spec)."""
+    return [pa.ipc.open_stream(chart.proto.data.data).read_pandas() for chart in at.get("vega_lite_chart")]
 
 
 def download_labels(at: AppTest) -> list[str]:
@@ -76,13 +83,13 @@ def test_heat_map_and_tta_toggles_add_their_panels(app: AppTest) -> None:
 
 def test_patient_in_3d_draws_the_volume_profile_summary_and_downloads(app: AppTest, samples: dict) -> None:
     patient, number = app.session_state.patient, app.session_state.slice
-    assert len(gallery_figures(app)) == 1 and "Patient summary (CSV)" not in download_labels(app)
+    assert (len(gallery_figures(app)), len(area_profiles(app))) == (0, 1)
+    assert "Patient summary (CSV)" not in download_labels(app)
     app.toggle(key="patient_3d").set_value(True).run()
     assert not app.exception, [e.value for e in app.exception]
-    specs = gallery_figures(app)
-    assert len(specs) == 2   # the 3D view and ONE area profile
-    volume_spec = next(s for s in specs if s["layout"].get("scene"))
-    profile_spec = next(s for s in specs if not s["layout"].get("scene"))
+    specs, profiles = gallery_figures(app), area_profiles(app)
+    assert len(specs) == 1 and len(profiles) == 1   # the 3D view and ONE area profile
+    volume_spec, profile_spec = specs[0], profiles[0]
     numbers = [r.number for r in samples[patient]]
     assert volume_spec["layout"]["meta"]["current"] == numbers.index(number)
     assert any(t["type"] == "mesh3d" for t in volume_spec["data"])
@@ -90,7 +97,8 @@ def test_patient_in_3d_draws_the_volume_profile_summary_and_downloads(app: AppTe
     assert list(table["slice"]) == numbers
     assert volume_spec["layout"]["meta"]["predicted_voxels"] == int(table["predicted_px"].sum())
     assert volume_spec["layout"]["meta"]["true_voxels"] == sum(r.tumour_pixels for r in samples[patient])
-    assert profile_spec["data"][1]["y"] == list(table["predicted_px"])
+    assert list(profile_spec[profile_spec.series == "predicted area"].pixels) == list(table["predicted_px"])
+    assert set(profile_spec.series) == {"true area", "predicted area"}
     assert {"Patient summary (CSV)", "Patient report (HTML)"} <= set(download_labels(app))
     assert any(m.value.startswith(f"**{patient}**: tumour predicted on") for m in app.markdown)
 
