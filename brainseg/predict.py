@@ -17,14 +17,12 @@ from brainseg.check.assess import volume_sequence_warning
 from brainseg.errors import BrainsegError
 from brainseg.figures.charts import overlay
 from brainseg.inference.predictor import Prediction, Predictor, volume_masks
-from brainseg.io.slices import encode_png, read_slice
+from brainseg.io.slices import encode_png, read_slice_mapped
 from brainseg.io.volumes import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
 
 CSV_NAME = "predictions.csv"
 COLUMNS = ("file", "slice", "tumour_probability", "predicted_area_px", "check_score", "verdict", "reasons",
-           "mask_png", "overlay_png", "mask_nifti", "error")
-
-
+           "mask_png", "overlay_png", "mask_nifti", "intensity", "error")
 
 
 def output_stem(path: Path, taken: set[str]) -> str:
@@ -37,7 +35,7 @@ def output_stem(path: Path, taken: set[str]) -> str:
 
 
 def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: str = "", overlay_png: str = "",
-               slice_number: int | str = "", mask_nifti_name: str = "") -> dict:
+               slice_number: int | str = "", mask_nifti_name: str = "", mapping: str = "") -> dict:
     """The CSV row of one predicted slice: its probability, mask area, input check and output file names.
 
     Args:
@@ -48,6 +46,7 @@ def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: s
         overlay_png: the name of its overlay PNG, ``""`` when none was written.
         slice_number: the slice's number within a volume, ``""`` for a slice file.
         mask_nifti_name: the name of its volume's mask NIfTI, ``""`` for a slice file.
+        mapping: how the input's values became 8-bit (:mod:`brainseg.io.intensity`).
 
     Returns:
         The row, keyed by ``COLUMNS`` (the check's cells blank without a check).
@@ -58,7 +57,8 @@ def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: s
             "check_score": "" if check is None else round(check.score, 3),
             "verdict": "" if check is None else check.verdict,
             "reasons": "" if check is None else "; ".join(check.reasons),
-            "mask_png": mask_png, "overlay_png": overlay_png, "mask_nifti": mask_nifti_name, "error": ""}
+            "mask_png": mask_png, "overlay_png": overlay_png, "mask_nifti": mask_nifti_name, "intensity": mapping,
+            "error": ""}
 
 
 def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
@@ -97,7 +97,7 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
     warning = volume_sequence_warning([p.check for p in predictions], volume.images_u8, predictor.input_check)
     if warning:
         tqdm.write(f"{path}: {warning}", file=sys.stderr)
-    return [result_row(path, p, m, slice_number=n, mask_nifti_name=f"{stem}_mask.nii.gz")
+    return [result_row(path, p, m, slice_number=n, mask_nifti_name=f"{stem}_mask.nii.gz", mapping=volume.intensity)
             for n, p, m in zip(volume.numbers, predictions, masks)]
 
 
@@ -126,7 +126,7 @@ def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold:
                 rows.extend(predict_volume(predictor, path, named, out, output_stem(_volume_stem(path), taken),
                                            (threshold, gate, min_area, largest_3d)))
                 continue
-            image = read_slice(named[0][1], str(path))
+            image, mapping = read_slice_mapped(named[0][1], str(path))
         except BrainsegError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             rows.append({**dict.fromkeys(COLUMNS, ""), "file": str(path), "error": str(err)})
@@ -136,7 +136,7 @@ def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold:
         stem = output_stem(path, taken)
         (out / f"{stem}_mask.png").write_bytes(encode_png(mask))
         (out / f"{stem}_overlay.png").write_bytes(encode_png(overlay(image, mask, None)))
-        rows.append(result_row(path, prediction, mask, f"{stem}_mask.png", f"{stem}_overlay.png"))
+        rows.append(result_row(path, prediction, mask, f"{stem}_mask.png", f"{stem}_overlay.png", mapping=mapping))
         if prediction.check is not None and prediction.check.flagged:
             tqdm.write(f"{path}: {prediction.check.verdict}: {'; '.join(prediction.check.reasons)}", file=sys.stderr)
     return rows

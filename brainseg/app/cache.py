@@ -30,7 +30,8 @@ from brainseg.errors import BrainsegError
 from brainseg.figures import charts, report
 from brainseg.inference.predictor import BATCH_SIZE, Prediction, Predictor, volume_masks
 from brainseg.io import volumes
-from brainseg.io.slices import SUFFIXES, read_mask, read_slice
+from brainseg.io.intensity import AS_STORED
+from brainseg.io.slices import SUFFIXES, read_mask, read_slice, read_slice_mapped
 from brainseg.paths import WEIGHTS_DIR
 
 if TYPE_CHECKING:   # explain needs torch: imported when a visitor asks for an explanation
@@ -245,6 +246,7 @@ class UploadResult:
     truth: np.ndarray | None = None        # HxW bool
     prediction: Prediction | None = None
     error: str | None = None
+    intensity: str = ""                    # how its values became 8-bit (brainseg.io.intensity)
 
 
 def is_mask_name(name: str) -> bool:
@@ -275,10 +277,11 @@ def pair_uploads(files: Sequence[tuple[str, bytes]], masks: Sequence[tuple[str, 
 
 
 @st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner=False)
-def predict_upload(data: bytes, name: str) -> tuple[np.ndarray, Prediction]:
-    """Decode uploaded bytes in memory and predict (cached by content for an hour, 64 files at most)."""
-    image = read_slice(data, name)
-    return image, predictor().predict(image)
+def predict_upload(data: bytes, name: str) -> tuple[np.ndarray, Prediction, str]:
+    """Decode uploaded bytes in memory and predict (cached by content for an hour, 64 files at most); the third
+    item says how the values became 8-bit."""
+    image, mapping = read_slice_mapped(data, name)
+    return image, predictor().predict(image), mapping
 
 
 def analyse_upload(name: str, data: bytes, mask: tuple[str, bytes] | None) -> UploadResult:
@@ -295,11 +298,12 @@ def analyse_upload(name: str, data: bytes, mask: tuple[str, bytes] | None) -> Up
     if Path(name).suffix.lower() not in SUFFIXES:
         return UploadResult(name, error=f"{name}: unsupported file type; expected {', '.join(SUFFIXES)}")
     try:
-        image, prediction = predict_upload(data, name)
+        image, prediction, mapping = predict_upload(data, name)
         truth = read_mask(mask[1], mask[0], shape=image.shape[:2]) if mask else None
     except BrainsegError as err:
         return UploadResult(name, mask[0] if mask else None, error=str(err))
-    return UploadResult(name, mask[0] if mask else None, hashlib.sha256(data).hexdigest(), image, truth, prediction)
+    return UploadResult(name, mask[0] if mask else None, hashlib.sha256(data).hexdigest(), image, truth, prediction,
+                        intensity=mapping)
 
 
 # ---- what the page shows about a prediction ------------------------------------------------------
@@ -375,6 +379,7 @@ def batch_table(results: Sequence[UploadResult], threshold: float, gate: float, 
                         "tumour": "yes" if s["predicted_px"] else "no", "true px": s.get("true_px"),
                         "Dice": None if r.truth is None else round(s["dice"], 4),
                         "IoU": None if r.truth is None else round(s["iou"], 4)})
+        row["intensity"] = "" if r.error else "8-bit, as stored" if r.intensity == AS_STORED else "standardised"
         row["message"] = r.error or ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -17,6 +17,8 @@ COMMANDS = {  # name: help
     "samples": "bundle test-split patients into samples/",
     "predict": "masks, overlays and a CSV for slice files and volumes, with the input check",
     "calibrate": "fit the input check on the training split, thresholds on validation",
+    "landmarks": "fit the intensity standard for 12/16-bit and float scans on the training patients",
+    "encodings": "flagged slices and Dice of the same scans stored as 8-bit, int16, float and 12-bit DICOM",
     "benchmark": "latency, throughput, cold start, memory and FLOPs of inference",
     "checksums": "write or check weights/SHA256SUMS",
     "explain": "heat-map hit rates and TTA against the plain model on a split",

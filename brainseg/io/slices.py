@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from brainseg.errors import BrainsegError
+from brainseg.io import intensity
 
 Source = str | Path | bytes
 
@@ -81,17 +82,18 @@ def _decode(image: Image.Image, name: str) -> np.ndarray:
     return array
 
 
-def _to_u8(array: np.ndarray) -> np.ndarray:
-    """Rescale any integer or float array to uint8 by its range (16-bit slices, float TIFFs)."""
+def _to_u8(array: np.ndarray) -> tuple[np.ndarray, str]:
+    """``HxWxC`` (C = 1 or 3) as uint8, and how: 8-bit as stored, any other dtype (16-bit PNG or TIFF, float TIFF)
+    standardised per channel onto the training slices' landmarks (one channel is taken as FLAIR)."""
     if array.dtype == np.uint8:
-        return array
+        return array, intensity.AS_STORED
     if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    values = array.astype(np.float32)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(array.shape, np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        return array.astype(np.uint8) * 255, intensity.AS_STORED
+    landmarks = intensity.load()
+    roles = (intensity.FLAIR,) if array.shape[2] == 1 else (0, 1, 2)
+    channels = [intensity.standardise(array[..., c], landmarks.slice[role], landmarks.percentiles)
+                for c, role in enumerate(roles)]
+    return np.stack(channels, axis=2), intensity.STANDARDISED
 
 
 def _source_name(source: Source, name: str | None) -> str:
@@ -101,7 +103,13 @@ def _source_name(source: Source, name: str | None) -> str:
 
 
 def read_slice(source: Source, name: str | None = None) -> np.ndarray:
-    """Read one slice as ``image_u8: HxWx3``: grayscale is replicated, alpha dropped, 16-bit rescaled."""
+    """Read one slice as ``image_u8: HxWx3``: grayscale is replicated, alpha dropped, 16-bit and float standardised
+    (:func:`read_slice_mapped` also says which)."""
+    return read_slice_mapped(source, name)[0]
+
+
+def read_slice_mapped(source: Source, name: str | None = None) -> tuple[np.ndarray, str]:
+    """The slice as ``image_u8: HxWx3`` and how its values became 8-bit (:mod:`brainseg.io.intensity`)."""
     name = _source_name(source, name)
     image = _open(source, name)
     if image.mode == "1":
@@ -113,10 +121,13 @@ def read_slice(source: Source, name: str | None = None) -> np.ndarray:
     elif array.ndim == 3 and array.shape[2] == 2:    # LA: luminance and alpha
         array = array[..., 0]
     if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] != 3:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
         raise BrainsegError(f"{name}: pixel layout {array.shape} is not supported; expected grayscale, RGB or RGBA")
-    return np.ascontiguousarray(_to_u8(array))
+    image, mapping = _to_u8(array)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image), mapping
 
 
 def read_mask(source: Source, name: str | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:

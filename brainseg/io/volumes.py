@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 
 from brainseg.errors import BrainsegError
+from brainseg.io import intensity
 from brainseg.io.slices import MAX_ASPECT_RATIO, MIN_SIDE, read_mask, read_slice
 from brainseg.preprocess import CHANNELS
 
@@ -32,8 +33,6 @@ MAX_VOXELS = 512 * 512 * 256                            # per channel volume, ch
 MAX_UPLOAD_BYTES = 1024 * 2**20                          # uncompressed bytes of one upload (all files, all entries)
 MAX_ZIP_ENTRIES = 2000
 MAX_PIXEL_RATIO = 2.0                                   # axial pixel sides after reslicing, longer / shorter
-PERCENTILES = (0.5, 99.5)
-MAX_SAMPLED_VOXELS = 4_000_000                           # percentiles from a regular subsample of larger volumes
 
 # Exceptions the DICOM and NIfTI libraries raise on malformed files (they have no common base class).
 _READ_ERRORS = (InvalidDicomError, AttributeError, KeyError, IndexError, TypeError, ValueError, NotImplementedError,
@@ -77,6 +76,7 @@ class Volume:
     geometry: Geometry
     channels: tuple[str, str, str]    # where each model channel came from
     notes: tuple[str, ...] = field(default=())   # what the reader decided (reslicing, intensity mapping)
+    intensity: str = intensity.AS_STORED         # how the stored values became 8-bit (io.intensity)
 
     @property
     def numbers(self) -> list[int]:
@@ -178,29 +178,6 @@ def _check_slices(shape: tuple[int, ...], name: str) -> None:
 
 # ---- intensities and channels ----------------------------------------------------------------------
 
-def intensity_window(values: np.ndarray) -> tuple[float, float]:
-    """The 0.5th and 99.5th percentiles over the head (voxels above the minimum), from at most 4M voxels."""
-    flat = values.reshape(-1)
-    sample = flat[::max(1, flat.size // MAX_SAMPLED_VOXELS)].astype(np.float32)
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return 0.0, 0.0
-    head = sample[sample > sample.min()]
-    low, high = np.percentile(head if head.size else sample, PERCENTILES)
-    return float(low), float(high)
-
-
-def _to_u8(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """``uint8`` of one slice: unchanged when already uint8, else the window mapped to 0..255 and clipped."""
-    if values.dtype == np.uint8:
-        return values
-    low, high = window
-    if high <= low:
-        return np.zeros(values.shape, np.uint8)
-    scaled = (np.nan_to_num(values.astype(np.float32), nan=low) - low) * (255.0 / (high - low))
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-
-
 def channel_rule(names: Sequence[str]) -> tuple[str, str, str]:
     """Three file names in model order (pre-contrast, FLAIR, post-contrast), by what the names contain:
     ``flair`` is FLAIR; ``post``, ``t1c``, ``t1ce``, ``gd``, ``contrast`` or ``ce`` is post-contrast; ``pre`` or
@@ -226,23 +203,30 @@ def channel_rule(names: Sequence[str]) -> tuple[str, str, str]:
     return tuple(ordered)  # type: ignore[return-value]
 
 
-def _slices_u8(raw: _Raw) -> list[np.ndarray]:
-    """``HxWx3 uint8`` slices of a raw volume, mapped per channel volume. One channel is repeated to three as a
-    read-only view (a third of the memory: 50 MB instead of 150 MB for 512x512x200)."""
-    windows = [intensity_window(raw.data[..., c]) for c in range(raw.data.shape[3])]
+def _slices_u8(raw: _Raw, roles: Sequence[int]) -> list[np.ndarray]:
+    """``HxWx3 uint8`` slices of a raw volume: 8-bit data as stored, any other dtype standardised per channel volume
+    (``roles``: the model channel each raw channel is, e.g. FLAIR for a single volume) by :mod:`brainseg.io.intensity`.
+    One channel is repeated to three as a read-only view (a third of the memory)."""
+    if raw.data.dtype == np.uint8:
+        mapped = [raw.data[..., c] for c in range(raw.data.shape[3])]
+    else:
+        landmarks = intensity.load()
+        points = [intensity.landmarks_of(raw.data[..., c], landmarks.percentiles) for c in range(raw.data.shape[3])]
+        mapped = [np.stack([intensity.standardise(plane, landmarks.volume[role], landmarks.percentiles, points[c])
+                            for plane in raw.data[..., c]]) for c, role in enumerate(roles)]
     slices = []
-    for plane in raw.data:
-        channels = [np.ascontiguousarray(_to_u8(plane[..., c], windows[c])) for c in range(plane.shape[2])]
+    for index in range(raw.data.shape[0]):
+        channels = [np.ascontiguousarray(channel[index]) for channel in mapped]
         slices.append(np.broadcast_to(channels[0][..., None], channels[0].shape + (3,)) if len(channels) == 1
                       else np.stack(channels, axis=2))
     return slices
 
 
-def _intensity_note(raw: _Raw) -> tuple[str, ...]:
+def _intensity(raw: _Raw) -> tuple[str, tuple[str, ...]]:
+    """How a raw volume's values become 8-bit, and the note the reader adds about it."""
     if raw.data.dtype == np.uint8:
-        return ()
-    return (f"{raw.geometry.dtype} intensities mapped to 0-255 by the {PERCENTILES[0]:g}th-{PERCENTILES[1]:g}th "
-            "percentiles over the head, per volume",)
+        return intensity.AS_STORED, ()
+    return intensity.STANDARDISED, (f"{raw.geometry.dtype} intensities {intensity.STANDARDISED}, per sequence",)
 
 
 # ---- NIfTI ---------------------------------------------------------------------------------------
@@ -569,16 +553,19 @@ def read_volume(files: Sequence[tuple[str, bytes]], mask: Sequence[tuple[str, by
             raise BrainsegError(f"{name}: the three volumes differ in grid (shape or affine) or are not single "
                                 "volumes; expected three co-registered sequences of one scan")
         slices = [np.ascontiguousarray(np.concatenate(planes, axis=2))
-                  for planes in zip(*[_slices_u8(p) for p in parts])]
+                  for planes in zip(*[_slices_u8(p, (role,)) for role, p in enumerate(parts)])]
         slices = [s[..., ::3] for s in slices]    # each part gives its channel three times
-        kind, geometry, notes = raws[chosen[0]][0], parts[0].geometry, _intensity_note(parts[0])
+        kind, geometry = raws[chosen[0]][0], parts[0].geometry
+        mapping, notes = _intensity(parts[0])
         channels: tuple[str, str, str] = tuple(chosen)  # type: ignore[assignment]
     else:
         kind, raw = _raw_of(groups[0], name)
-        slices, geometry, notes = _slices_u8(raw), raw.geometry, raw.notes + _intensity_note(raw)
+        slices = _slices_u8(raw, (0, 1, 2) if raw.data.shape[3] == 3 else (intensity.FLAIR,))
+        geometry, (mapping, notes) = raw.geometry, _intensity(raw)
+        notes = raw.notes + notes
         channels = CHANNELS if raw.data.shape[3] == 3 else ("FLAIR (copied)",) * 3
     truths = _mask_slices(mask, geometry, name) if mask else None
-    return Volume(_stem(files[0][0]), kind, slices, truths, geometry, channels, notes)
+    return Volume(_stem(files[0][0]), kind, slices, truths, geometry, channels, notes, mapping)
 
 
 def _mask_slices(mask: Sequence[tuple[str, bytes]], geometry: Geometry, name: str) -> list[np.ndarray]:

@@ -104,12 +104,13 @@ def test_just_over_the_pixel_limit_is_refused_too():
     refused(read_slice, png_bomb(side), "big.png", "too many pixels|too large")
 
 
-def test_16_bit_slice_is_rescaled_by_its_range():
+def test_16_bit_slice_is_standardised_monotone_and_flat_is_black():
     ramp = np.linspace(1000, 40000, 64 * 64).reshape(64, 64).astype(np.uint16)
     image = read_slice(encode(ramp), "ramp16.png")
     assert image.dtype == np.uint8 and image.shape == (64, 64, 3)
-    assert image.min() == 0 and image.max() == 255
-    assert np.all(np.diff(image[..., 0].ravel().astype(int)) >= 0)
+    assert image.min() < image.max() and np.all(np.diff(image[..., 0].ravel().astype(int)) >= 0)
+    flat = read_slice(encode(np.full((64, 64), 1234, np.uint16)), "flat16.png")
+    assert flat.max() == 0
 
 
 def test_1_bit_image_is_a_mask_not_a_slice():

@@ -89,7 +89,8 @@ def volume_page() -> None:
     if not files:
         st.session_state.pop(HELD_SCAN, None)   # the visitor removed the scan: it is released
         st.caption("No scan uploaded yet. A single volume is taken as FLAIR and copied to the three channels; "
-                   "16-bit and float intensities are mapped to 0-255 by the 0.5-99.5th percentiles over the head.")
+                   "12/16-bit, signed and float intensities are standardised to the dataset's 8-bit look (landmarks "
+                   "of the training patients), 8-bit ones used as stored.")
         return
     if kept:
         st.caption("Showing the scan uploaded earlier in this session; drop new files to replace it.")

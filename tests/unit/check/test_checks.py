@@ -15,6 +15,7 @@ from brainseg.check.assess import CHECK_JSON, CHECK_TENSORS, OK, load_calibratio
 from brainseg.data.index import index_dataset
 from brainseg.errors import BrainsegError
 from brainseg.inference.predictor import Predictor
+from brainseg.io.intensity import LANDMARKS_FILE
 from brainseg.io.slices import SUFFIXES, read_slice
 from brainseg.models.checksums import check_checksums
 from brainseg.models.weights import CHECKSUMS
@@ -89,13 +90,15 @@ def test_no_calibration_means_no_check(tmp_path: Path) -> None:
 
 def test_calibrate_records_its_features_file_in_the_checksums(tmp_path: Path) -> None:
     """A fresh calibration loads at once (the measurement step after it used to stop on a stale checksum)."""
-    for name in ("classifier.safetensors", "segmenter.safetensors", CHECK_JSON, CHECK_TENSORS, CHECKSUMS):
+    for name in ("classifier.safetensors", "segmenter.safetensors", LANDMARKS_FILE, CHECK_JSON, CHECK_TENSORS,
+                 CHECKSUMS):
         shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
     records = index_dataset(SAMPLES)
     patients = sorted({r.patient for r in records})
     calibrate(Predictor(tmp_path, check=False), records[::6], records[1::12], [patients[:2], patients[2:]], tmp_path)
     assert load_calibration(tmp_path) is not None
-    assert sorted(check_checksums(tmp_path)) == ["classifier.safetensors", CHECK_TENSORS, "segmenter.safetensors"]
+    assert sorted(check_checksums(tmp_path)) == sorted(["classifier.safetensors", CHECK_TENSORS, LANDMARKS_FILE,
+                                                        "segmenter.safetensors"])
 
 
 def test_the_check_imports_neither_inference_nor_torch() -> None:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from brainseg.errors import BrainsegError
-from brainseg.io.slices import encode_png, read_mask, read_slice
+from brainseg.io import intensity
+from brainseg.io.slices import encode_png, read_mask, read_slice, read_slice_mapped
 
 TUMOUR = "TCGA_CS_4942_19970222_11"
 HEALTHY = "TCGA_CS_4942_19970222_3"
@@ -89,19 +90,15 @@ def test_rgba_drops_alpha(tumour_image: np.ndarray) -> None:
     np.testing.assert_array_equal(read_slice(encoded(rgba, "PNG"), name="rgba.png"), tumour_image)
 
 
-def expected_rescale(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
-    return np.round((values.astype(np.float64) - low) * 255.0 / (high - low)).astype(np.uint8)
-
-
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
-def test_16_bit_is_rescaled_by_range(tumour_image: np.ndarray, fmt: str) -> None:
+def test_16_bit_is_standardised_whatever_its_range(tumour_image: np.ndarray, fmt: str) -> None:
     values = tumour_image[..., 1].astype(np.uint16) * 97 + 700   # a 16-bit range far from 0..255
-    image = read_slice(encoded(values, fmt), name=f"slice16.{fmt.lower()}")
-    assert image.dtype == np.uint8 and image.shape == (256, 256, 3)
-    difference = np.abs(image[..., 0].astype(int) - expected_rescale(values))
-    assert difference.max() <= 1                                    # rounding of the arithmetic may differ
-    assert image.min() == 0 and image.max() == 255
+    image, mapping = read_slice_mapped(encoded(values, fmt), name=f"slice16.{fmt.lower()}")
+    assert image.dtype == np.uint8 and image.shape == (256, 256, 3) and mapping == intensity.STANDARDISED
+    expected = intensity.standardise(values, intensity.load().slice[intensity.FLAIR])
+    assert np.array_equal(image[..., 0], expected) and np.array_equal(image[..., 0], image[..., 2])
+    other = read_slice(encoded(tumour_image[..., 1].astype(np.uint16) * 16, fmt), name="other16")
+    assert np.array_equal(image, other)                              # the same slice at another scale
 
 
 @pytest.mark.parametrize("size", [(173, 201), (300, 512), (64, 64)])

@@ -20,7 +20,7 @@ from brainseg.config import pipeline_settings
 from brainseg.data.index import index_patient
 from brainseg.errors import BrainsegError
 from brainseg.inference.predictor import Predictor
-from brainseg.io import volumes
+from brainseg.io import intensity, volumes
 from brainseg.io.slices import read_mask, read_slice
 from brainseg.paths import SAMPLES_DIR, WEIGHTS_DIR
 
@@ -187,13 +187,12 @@ def test_isotropic_sagittal_is_resliced_and_thick_sagittal_refused(patient) -> N
         volumes.read_volume([("sag.nii.gz", nifti_bytes(sagittal, np.diag([5.0, 1.0, 1.0, 1])))])
 
 
-def test_int16_volume_maps_by_percentiles_and_three_files_by_name(patient) -> None:
+def test_int16_volume_is_standardised_and_three_files_mapped_by_name(patient) -> None:
     images, _ = patient
     stored = np.stack(images).transpose(2, 1, 0, 3).astype(np.int16) * 40 - 300
     single = volumes.read_volume([("scan.nii.gz", nifti_bytes(np.ascontiguousarray(stored[..., 1])))])
-    assert single.channels == ("FLAIR (copied)",) * 3 and "percentiles" in single.notes[0]
-    low, high = volumes.intensity_window(stored[..., 1])
-    assert low > -300 and high <= 255 * 40 - 300
+    assert single.channels == ("FLAIR (copied)",) * 3 and "standardised" in single.notes[0]
+    assert single.intensity == intensity.STANDARDISED
     assert all(np.array_equal(s[..., 0], s[..., 2]) for s in single.images_u8)
     parts = {name: nifti_bytes(np.ascontiguousarray(stored[..., c]))
              for name, c in (("sub1_T1c.nii.gz", 2), ("sub1_flair.nii.gz", 1), ("sub1_t1.nii.gz", 0))}
@@ -202,7 +201,10 @@ def test_int16_volume_maps_by_percentiles_and_three_files_by_name(patient) -> No
     assert np.array_equal(three.images_u8[5][..., 1], single.images_u8[5][..., 1])
     swapped = volumes.read_volume(list(parts.items()), order=("sub1_flair.nii.gz", "sub1_t1.nii.gz",
                                                                 "sub1_T1c.nii.gz"))
-    assert np.array_equal(swapped.images_u8[5][..., 0], single.images_u8[5][..., 1])
+    # each channel is standardised as the sequence it is said to be: the FLAIR file, taken as pre-contrast, is the
+    # same picture on the pre-contrast scale
+    moved, flair = swapped.images_u8[5][..., 0].astype(float), single.images_u8[5][..., 1].astype(float)
+    assert np.corrcoef(moved.ravel(), flair.ravel())[0, 1] > 0.98
     with pytest.raises(BrainsegError, match="cannot tell the three sequences apart"):
         volumes.channel_rule(["a.nii", "b.nii", "c.nii"])
 
@@ -351,7 +353,7 @@ def test_browser_uploads_a_nifti_steps_it_opens_3d_and_downloads_the_mask(tmp_pa
         appserver.wait_until_idle(page)
         panel.get_by_text("Patient in 3D").click()
         panel.get_by_role("button", name="Patient report (HTML)").wait_for()
-        assert panel.locator(".js-plotly-plot .gl-container, .js-plotly-plot canvas").count() >= 1
+        panel.locator(".js-plotly-plot .gl-container, .js-plotly-plot canvas").first.wait_for(state="attached")  # 3D
         appserver.wait_until_idle(page)
         with page.expect_download() as download:
             panel.get_by_role("button", name="Predicted mask (NIfTI)").click()
