@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +27,27 @@ COLUMNS = ("file", "slice", "tumour_probability", "predicted_area_px", "check_sc
            "mask_png", "overlay_png", "mask_nifti", "intensity", "error")
 
 
-def output_stem(path: Path, taken: set[str]) -> str:
-    """The file's stem, made unique among the outputs written so far."""
-    stem, number = path.stem, 2
-    while stem in taken:
-        stem, number = f"{path.stem}_{number}", number + 1
-    taken.add(stem)
-    return stem
+@dataclass(frozen=True)
+class PredictOptions:
+    """How masks are made from a prediction (``weights/pipeline.json`` gives the defaults)."""
+
+    threshold: float            # segmenter probability at or above which a pixel is tumour
+    gate: float                 # classifier tumour probability below which a slice's mask is left empty
+    min_area: int               # connected regions (8-connected) of fewer pixels than this are removed
+    largest_3d: bool = False    # a volume's masks keep only its largest 3D tumour
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """Each input's output stem (``scan.nii.gz`` -> ``scan``), made unique in order: ``scan``, ``scan_2``, ..."""
+    stems, taken = [], set()
+    for path in paths:
+        base = Path(path.name.removesuffix(".gz").removesuffix(".nii")).stem
+        stem, number = base, 2
+        while stem in taken:
+            stem, number = f"{base}_{number}", number + 1
+        taken.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: str = "", overlay_png: str = "",
@@ -73,7 +89,7 @@ def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
 
 
 def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, bytes]], out: Path, stem: str,
-                   settings: tuple[float, float, int, bool]) -> list[dict]:
+                   options: PredictOptions) -> list[dict]:
     """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice.
 
     Args:
@@ -82,14 +98,14 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
         files: the volume's ``(name, bytes)`` files.
         out: the output folder.
         stem: the output files' stem, unique among the outputs.
-        settings: ``(threshold, gate, min_area, largest_3d)`` of :func:`volume_masks`.
+        options: how masks are made.
 
     Returns:
         One :func:`result_row` per slice, in slice order.
     """
     volume = read_volume(files)
     predictions = predictor.predict_many(volume.images_u8, batch_size=volume.batch_size)
-    masks = volume_masks(predictions, *settings)
+    masks = volume_masks(predictions, options.threshold, options.gate, options.min_area, options.largest_3d)
     (out / f"{stem}_mask.nii.gz").write_bytes(mask_nifti(masks, volume.geometry))
     flagged = sum(p.check is not None and p.check.flagged for p in predictions)
     if flagged:
@@ -101,50 +117,47 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
             for n, p, m in zip(volume.numbers, predictions, masks)]
 
 
-def predict_files(predictor: Predictor, files: list[Path], out: Path, threshold: float, gate: float,
-                  min_area: int, largest_3d: bool = False) -> list[dict]:
-    """Predict each file and write its PNGs (a volume: its mask NIfTI) to ``out``.
+def predict_path(predictor: Predictor, path: Path, out: Path, stem: str, options: PredictOptions) -> list[dict]:
+    """Predict one input (a slice file, a volume file or a DICOM folder) and write its outputs to ``out``.
 
     Args:
         predictor: the models to predict with.
-        files: slice files, volume files or folders (a folder is one DICOM series).
-        out: the output folder, created if missing.
-        threshold: segmenter probability at or above which a pixel is tumour.
-        gate: classifier tumour probability below which a slice's mask is left empty.
-        min_area: connected regions (8-connected) of fewer pixels than this are removed.
-        largest_3d: a volume's masks keep only its largest 3D tumour.
+        path: the input; a folder is one DICOM series.
+        out: the output folder (it must exist).
+        stem: the stem of this input's output files (:func:`output_stems`).
+        options: how masks are made.
 
     Returns:
-        One row per slice file, per volume slice and per unreadable input (with its error).
+        The input's CSV rows: one per slice, or one with its error when it cannot be read.
+    """
+    try:
+        kind, named = read_input(path)
+        if kind == "volume":
+            return predict_volume(predictor, path, named, out, stem, options)
+        image, mapping = read_slice_mapped(named[0][1], str(path))
+    except BrainsegError as err:
+        tqdm.write(f"error: {err}", file=sys.stderr)
+        return [{**dict.fromkeys(COLUMNS, ""), "file": str(path), "error": str(err)}]
+    prediction = predictor.predict(image)
+    mask = prediction.mask(options.threshold, options.gate, options.min_area)
+    (out / f"{stem}_mask.png").write_bytes(encode_png(mask))
+    (out / f"{stem}_overlay.png").write_bytes(encode_png(overlay(image, mask, None)))
+    if prediction.check is not None and prediction.check.flagged:
+        tqdm.write(f"{path}: {prediction.check.verdict}: {'; '.join(prediction.check.reasons)}", file=sys.stderr)
+    return [result_row(path, prediction, mask, f"{stem}_mask.png", f"{stem}_overlay.png", mapping=mapping)]
+
+
+def predict_files(predictor: Predictor, files: list[Path], out: Path, options: PredictOptions) -> list[dict]:
+    """Predict each input in turn and write its outputs to ``out`` (created if missing).
+
+    Returns:
+        The rows of every input, in the order given (:func:`predict_path`).
     """
     out.mkdir(parents=True, exist_ok=True)
-    rows, taken = [], set()
-    for path in tqdm(files, desc="predict", unit="file"):
-        try:
-            kind, named = read_input(path)
-            if kind == "volume":
-                rows.extend(predict_volume(predictor, path, named, out, output_stem(_volume_stem(path), taken),
-                                           (threshold, gate, min_area, largest_3d)))
-                continue
-            image, mapping = read_slice_mapped(named[0][1], str(path))
-        except BrainsegError as err:
-            tqdm.write(f"error: {err}", file=sys.stderr)
-            rows.append({**dict.fromkeys(COLUMNS, ""), "file": str(path), "error": str(err)})
-            continue
-        prediction = predictor.predict(image)
-        mask = prediction.mask(threshold, gate, min_area)
-        stem = output_stem(path, taken)
-        (out / f"{stem}_mask.png").write_bytes(encode_png(mask))
-        (out / f"{stem}_overlay.png").write_bytes(encode_png(overlay(image, mask, None)))
-        rows.append(result_row(path, prediction, mask, f"{stem}_mask.png", f"{stem}_overlay.png", mapping=mapping))
-        if prediction.check is not None and prediction.check.flagged:
-            tqdm.write(f"{path}: {prediction.check.verdict}: {'; '.join(prediction.check.reasons)}", file=sys.stderr)
+    rows = []
+    for path, stem in zip(tqdm(files, desc="predict", unit="file"), output_stems(files)):
+        rows.extend(predict_path(predictor, path, out, stem, options))
     return rows
-
-
-def _volume_stem(path: Path) -> Path:
-    """``scan.nii.gz`` -> ``scan`` (as a Path, for :func:`output_stem`)."""
-    return Path(path.name.removesuffix(".gz").removesuffix(".nii")) if path.is_file() else Path(path.name)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -20,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     from brainseg.config import pipeline_settings
     from brainseg.inference.predictor import Predictor
-    from brainseg.predict import CSV_NAME, predict_files, write_csv
+    from brainseg.predict import CSV_NAME, PredictOptions, predict_files, write_csv
     settings = pipeline_settings(Path(args.weights))
     threshold = settings["seg_threshold"] if args.threshold is None else args.threshold
     gate = settings["gate"] if args.gate is None else args.gate
     out = Path(args.out)
-    rows = predict_files(Predictor(args.weights), [Path(f) for f in args.files], out, threshold, gate,
-                         int(settings["min_area"]), bool(settings["largest_3d_component"]))
+    options = PredictOptions(threshold, gate, int(settings["min_area"]), bool(settings["largest_3d_component"]))
+    rows = predict_files(Predictor(args.weights), [Path(f) for f in args.files], out, options)
     write_csv(rows, out / CSV_NAME)
     flagged = sum(row["verdict"] not in ("", "ok") for row in rows)
     failed = sum(bool(row["error"]) for row in rows)

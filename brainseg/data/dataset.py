@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from tqdm import tqdm
 from brainseg.data.index import SliceRecord
 from brainseg.io.slices import read_mask, read_slice
 from brainseg.preprocess import preprocess
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -29,7 +30,8 @@ class Augment:
     intensity: float = 0.1
 
 
-def _affine(image: torch.Tensor, mask: torch.Tensor, rng: random.Random, aug: Augment) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
+            aug: Augment) -> tuple[torch.Tensor, torch.Tensor]:
     angle = math.radians(rng.uniform(-aug.rotate_degrees, aug.rotate_degrees))
     scale = 1.0 + rng.uniform(-aug.scale, aug.scale)
     cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
@@ -52,7 +54,8 @@ def _crop_origin(mask: torch.Tensor, side: int, rng: random.Random, aug: Augment
     return min(max(y, 0), height - side), min(max(x, 0), width - side)
 
 
-def augment(image: torch.Tensor, mask: torch.Tensor, rng: random.Random, aug: Augment) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
+            aug: Augment) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment one preprocessed image and its mask.
 
     Args:

@@ -1,21 +1,21 @@
 """Where the gallery's slices come from and which ones to show first.
 
 A full ``kaggle_3m`` folder when ``$BRAINSEG_DATA`` names one (or ``data/kaggle_3m`` exists), else the bundled
-``samples/`` (a few test-split patients in the Kaggle layout), read by the same :func:`brainseg.data.index.index_dataset`.
+``samples/`` (a few test-split patients in the Kaggle layout), both read by
+:func:`brainseg.data.index.index_dataset`.
 """
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from brainseg import metrics
 from brainseg.data.index import SliceRecord, by_patient, index_dataset, resolve_data_dir
-from brainseg.paths import DATA_ENV, DEFAULT_DATA, REPOSITORY_DIR, SAMPLES_DIR
 from brainseg.errors import BrainsegError
-
+from brainseg.paths import DATA_ENV, DEFAULT_DATA, REPOSITORY_DIR, SAMPLES_DIR
 
 
 @dataclass(frozen=True)

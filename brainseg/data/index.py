@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 
 from brainseg.errors import BrainsegError
-from brainseg.paths import DATA_ENV
 from brainseg.io.slices import read_mask
+from brainseg.paths import DATA_ENV
 
 SPLITS = ("train", "val", "test")
 KAGGLE_HINT = ("get the Kaggle 'LGG MRI Segmentation' dataset (kaggle_3m folder) and pass its path with --data "

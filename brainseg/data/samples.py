@@ -5,20 +5,10 @@ The bundled gallery of a fresh clone. Slices are re-encoded as deflate TIFF (pix
 """
 from __future__ import annotations
 
-import argparse
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from brainseg.data.index import by_patient, index_dataset, load_split
-from brainseg.errors import BrainsegError
-from brainseg.io.slices import read_mask, read_slice
-from brainseg.paths import WEIGHTS_DIR
-
-
-
 
 
 def write_compressed(image: np.ndarray, path: Path) -> None:

@@ -59,7 +59,7 @@ def test_whole_index_is_sorted_by_patient_then_slice(records, kaggle_dir: Path) 
     patients = sorted(p.name for p in kaggle_dir.iterdir() if p.is_dir())
     grouped = by_patient(records)
     assert list(grouped) == patients
-    for patient, rows in grouped.items():
+    for rows in grouped.values():
         assert [r.number for r in rows] == sorted(r.number for r in rows)
 
 
