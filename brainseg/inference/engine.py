@@ -137,9 +137,8 @@ def cached_model(core, convert: Callable[[], Any], folder: Path):
     """
     import openvino as ov
 
-    xml, binary, digest = folder / "model.xml", folder / "model.bin", folder / "model.sha256"
-    if xml.is_file() and binary.is_file() and digest.is_file() and sha256(binary) == digest.read_text().strip():
-        return core.read_model(xml)
+    if complete(folder):
+        return core.read_model(folder / "model.xml")
     model = convert()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -149,14 +148,21 @@ def cached_model(core, convert: Callable[[], Any], folder: Path):
     try:
         ov.save_model(model, staging / "model.xml", compress_to_fp16=False)
         (staging / "model.sha256").write_text(sha256(staging / "model.bin"))
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-        prune(folder)
+        if not complete(folder):  # a complete copy (another process's) stays: others may be reading it
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)  # atomic; fails when another process's copy landed there first
+            prune(folder)
     except OSError:
         pass  # another process wrote it first, or the disk is full: this process goes on with its own conversion
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return model
+
+
+def complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole converted model: ``model.xml`` and a ``model.bin`` of the recorded SHA-256."""
+    xml, binary, digest = folder / "model.xml", folder / "model.bin", folder / "model.sha256"
+    return xml.is_file() and binary.is_file() and digest.is_file() and sha256(binary) == digest.read_text().strip()
 
 
 def prune(newest: Path, keep: int = CACHE_KEEP) -> None:
@@ -168,6 +174,18 @@ def prune(newest: Path, keep: int = CACHE_KEEP) -> None:
     )
     for stale in [p for p in entries if p != newest][keep - 1 :]:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def compile_cpu(core, model, config: dict[str, Any], blobs: dict[str, str]):
+    """``model`` compiled for the CPU through OpenVINO's blob cache ``blobs`` (``{"CACHE_DIR": ...}`` or ``{}``). That
+    cache is not safe between processes (two Ray workers starting at once: one removed a blob it could not read while
+    the other was writing it, and the writer's compile failed), so a failure there compiles without it."""
+    try:
+        return core.compile_model(model, "CPU", {**config, **blobs})
+    except RuntimeError:
+        if not blobs:
+            raise
+        return core.compile_model(model, "CPU", config)
 
 
 # slices per OpenVINO segmenter call: per-slice ms at batch 1/2/4/8/16 were 5.0/4.8/5.2/5.5/6.2 (Intel Xeon, AMX, bf16)
@@ -208,8 +226,11 @@ class OpenVinoEngine:
         for kind in ("segmenter", "classifier"):
             folder = cache / "openvino" / f"{kind}-{cache_key(digests[kind], ov.__version__)}"
             model = cached_model(core, converters[kind], folder)
-            compiled[kind] = core.compile_model(model, "CPU", config)
-            alongside[kind] = core.compile_model(model, "CPU", beside) if threads >= 2 else compiled[kind]
+            # OpenVINO's own cache of compiled blobs, beside the converted model (pruned with it): a warm start
+            # imports the blob instead of compiling again
+            blobs = {"CACHE_DIR": str(folder / "compiled")} if os.access(folder, os.W_OK) else {}
+            compiled[kind] = compile_cpu(core, model, config, blobs)
+            alongside[kind] = compile_cpu(core, model, beside, blobs) if threads >= 2 else compiled[kind]
         self.segmenter, self.classifier = compiled["segmenter"], compiled["classifier"]
         # each compiled model's first inference, one at a time: the first calls of two freshly compiled models
         # from two threads at once hung inside OpenVINO once (both threads waiting in get_input_tensor, CI)

@@ -217,6 +217,27 @@ def test_the_converted_model_is_cached_and_a_damaged_one_rebuilt(tmp_path, slice
     assert engine.sha256(folder / "model.bin") == (folder / "model.sha256").read_text()
 
 
+def test_a_converted_model_another_process_cached_meanwhile_is_kept(tmp_path) -> None:
+    """Two workers starting at once both convert: the copy that landed first stays (the other may be reading it)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    core, folder, landed = ov.Core(), tmp_path / "segmenter", {}
+
+    def tiny() -> ov.Model:
+        parameter = ops.parameter([1, 4], np.float32)
+        return ov.Model([ops.relu(parameter)], [parameter])
+
+    def convert_while_another_caches() -> ov.Model:
+        engine.cached_model(core, tiny, folder)
+        landed["inode"] = (folder / "model.bin").stat().st_ino
+        return tiny()
+
+    engine.cached_model(core, convert_while_another_caches, folder)
+    assert (folder / "model.bin").stat().st_ino == landed["inode"] and engine.complete(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["segmenter"]   # no staging folder left behind
+
+
 def _probability() -> np.ndarray:
     """A 40-pixel tumour, a 3-pixel diagonal speck and one faint pixel below any threshold used here."""
     probability = np.zeros((32, 32), np.float32)
