@@ -22,7 +22,7 @@ import pandas as pd  # at import, not lazily: plotly and Streamlit use pandas on
 import plotly.graph_objects as go
 import streamlit as st
 
-from brainseg import metrics
+from brainseg import measure, metrics
 from brainseg.check.assess import FOREIGN, InputCheck, volume_sequence_warning
 from brainseg.data.gallery import load_patients
 from brainseg.data.index import SliceRecord, index_patient
@@ -98,8 +98,17 @@ class PatientSlices:
         """
         return volume_masks(self.predictions, threshold, gate, min_area, largest_3d)
 
-    def summary(self, name: str, masks: Sequence[np.ndarray]) -> report.PatientSummary:
-        return report.patient_summary(name, self.numbers, masks, self.truths, self.has_truth)
+    def summary(self, name: str, masks: Sequence[np.ndarray], spacing: Sequence[float] | None = None
+                ) -> report.PatientSummary:
+        """Per-slice areas and Dice of ``masks``, the predicted (and true) tumour measured (``spacing``: mm between
+        slices, rows and columns; None when unknown, as for Kaggle folders: sizes then in voxels). Slices of
+        different sizes (a gallery folder may hold them) are not a volume: they get no measurements."""
+        found = true = None
+        if len({np.shape(mask) for mask in masks}) == 1:
+            midline = measure.head_midline(self.images_u8)
+            found = measure.measure(masks, self.numbers, spacing, midline)
+            true = measure.measure(self.truths, self.numbers, spacing, midline) if self.has_truth else None
+        return report.patient_summary(name, self.numbers, masks, self.truths, self.has_truth, found, true)
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Predicting every slice of this patient…")
@@ -212,7 +221,8 @@ def patient_report(summary: report.PatientSummary, slices: PatientSlices, masks:
     Returns:
         The HTML page, UTF-8 encoded.
     """
-    overlays = {i: charts.overlay(charts.display_image(slices.images_u8[i], view), masks[i], slices.truths[i])
+    overlays = {i: charts.overlay(charts.display_image(slices.images_u8[i], view), masks[i],
+                                  slices.truths[i] if slices.has_truth else None)
                 for i in report.key_slices(summary)}
     return report.html_report(summary, overlays, figures, settings).encode()
 

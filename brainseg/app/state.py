@@ -1,4 +1,5 @@
-"""The view a visitor sees, in session state and in the URL: thresholds, image, panels, patient and slice.
+"""The view a visitor sees, in session state and in the URL: thresholds, image, panels, patient, slice and the
+planes' crosshair (row and column).
 
 The URL always holds the view, so a copied link opens the same page, patient, slice and settings.
 """
@@ -21,8 +22,8 @@ PANELS_IN_URL = {"heat_map": "why", "tta": "uncertainty", "patient_3d": "3d"}
 UNCERTAINTY_SOURCES = {"members": "the ensemble members' disagreement", "flips": "flip TTA (four flips)"}
 # Widgets of one page whose values must outlive a visit to another page (Streamlit drops the state of widgets
 # that a run does not draw).
-KEPT_ACROSS_PAGES = ("patient", "slice", "tumour_only", "patient_3d", "vol_slice", "vol_tumour_only",
-                     "vol_patient_3d", "upload_shown")
+KEPT_ACROSS_PAGES = ("patient", "slice", "row", "col", "tumour_only", "patient_3d", "vol_slice", "vol_row", "vol_col",
+                     "vol_tumour_only", "vol_patient_3d", "upload_shown")
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ def restore_view(defaults: dict) -> None:
 
 
 def restore_patient(patients: dict[str, list[SliceRecord]]) -> None:
-    """On the gallery's first run in a session, take the patient and slice from the URL (else the first
-    patient's most telling slice)."""
+    """On the gallery's first run in a session, take the patient, slice and the planes' row and column from the URL
+    (else the first patient's most telling slice; the volume view checks the row and column against the slices)."""
     if "patient" in st.session_state or not patients:
         return
     wanted = st.query_params.get("patient")
@@ -95,6 +96,9 @@ def restore_patient(patients: dict[str, list[SliceRecord]]) -> None:
     st.session_state.patient = patient
     st.session_state.slice = int(slice_param) if slice_param.isdigit() and int(slice_param) in numbers \
         else gallery.telling_slice(patients[patient])
+    for key in ("row", "col"):
+        if st.query_params.get(key, "").isdigit():
+            st.session_state[key] = int(st.query_params[key])
 
 
 def share_view() -> None:
@@ -103,6 +107,7 @@ def share_view() -> None:
             "largest3d": "1" if st.session_state.largest_3d else "0", "view": st.session_state.view}
     if "patient" in st.session_state:
         view.update(patient=st.session_state.patient, slice=str(st.session_state.slice))
+    view.update({key: str(st.session_state[key]) for key in ("row", "col") if key in st.session_state})
     shown = ",".join(name for key, name in PANELS_IN_URL.items() if st.session_state.get(key))
     if st.session_state.get("tta"):
         view["uncertainty"] = st.session_state.uncertainty_from

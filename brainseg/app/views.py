@@ -9,11 +9,12 @@ from html import escape
 import numpy as np
 import streamlit as st
 
+from brainseg import measure
 from brainseg.app import cache, state
 from brainseg.app.state import UNCERTAINTY_SOURCES, Settings, reset_settings
 from brainseg.data import gallery
 from brainseg.data.index import KAGGLE_HINT, SliceRecord
-from brainseg.figures import charts, report
+from brainseg.figures import charts, planes, report
 from brainseg.inference.predictor import Prediction
 from brainseg.io.slices import encode_png
 
@@ -91,9 +92,16 @@ def sidebar(source: gallery.GallerySource, patients: dict[str, list[SliceRecord]
 # ---- header --------------------------------------------------------------------------------------
 
 
+# Under 640 px Streamlit stacks columns; the slice's panels (containers keyed "panels_...") stay two abreast instead.
+PAGE_CSS = ("<style>[data-testid=stMainBlockContainer]{padding-top:2.5rem}"
+            "@media (max-width:640px){[class*=st-key-panels_] [data-testid=stHorizontalBlock]{flex-flow:row wrap}"
+            "[class*=st-key-panels_] [data-testid=stColumn]{flex:1 1 calc(50% - 1rem)!important;"
+            "min-width:calc(50% - 1rem)!important;width:calc(50% - 1rem)!important}}</style>")
+
+
 def intro(metrics: dict | None) -> None:
     """What this is, and the honest test figures with their split and aggregation."""
-    st.html("<style>[data-testid=stMainBlockContainer]{padding-top:2.5rem}</style>")
+    st.html(PAGE_CSS)
     st.title(":material/neurology: Brain tumour detection & segmentation")
     st.markdown(
         f"A ResUNet outlines low-grade glioma on brain MRI slices and a ResNet50 classifier decides whether a "
@@ -179,7 +187,7 @@ def slice_view(
     elif prediction.check is not None and prediction.check.one_sequence:
         st.caption(cache.ONE_SEQUENCE_NOTE)
     panels = charts.four_panels(image_u8, truth, mask, st.session_state.view)
-    for column, panel in zip(st.columns(len(panels) + len(extra)), panels + extra):
+    for column, panel in zip(st.container(key=f"panels_{key}").columns(len(panels) + len(extra)), panels + extra):
         column.image(panel.image_u8, caption=panel.title, width="stretch")
     st.markdown(charts.legend_html(truth is not None), unsafe_allow_html=True)
     if flips:
@@ -268,6 +276,7 @@ class VolumeSource:
     subtitle: str  # the grey line under the slice heading
     profile_note: str  # the area profile's subtitle
     image_keys: list[str]  # per slice: what names it in the explanation caches
+    spacing: tuple[float, float, float] | None = None  # mm between slices, rows, columns; None: unknown
 
 
 def move_slice(slice_key: str, numbers: list[int], offset: int) -> None:
@@ -296,6 +305,61 @@ def jump_to(prefix: str, number: int, is_tumour: bool) -> None:
     st.session_state[f"{prefix}slice"] = number
     if not is_tumour:
         st.session_state[f"{prefix}tumour_only"] = False
+
+
+def planes_view(slices: cache.PatientSlices, masks: list[np.ndarray], source: VolumeSource, current: int) -> None:
+    """Axial, coronal and sagittal planes through one crosshair: the shown slice (the stepper above) and a row and
+    a column (the sliders under the coronal and sagittal planes); moving one moves the crosshair in the others.
+
+    Args:
+        slices: the volume's slices, truths and predictions, in slice order.
+        masks: the pipeline's ``HxW bool`` mask per slice.
+        source: where the slices came from (its key prefix names the row and column in the session and the URL,
+            its spacing scales the planes).
+        current: position (0-based) of the shown slice.
+    """
+    height, width = slices.images_u8[0].shape[:2]
+    row_key, column_key = f"{source.prefix}row", f"{source.prefix}col"
+    start = planes.default_crosshair(masks[current])
+    for key, size, default in ((row_key, height, start[0]), (column_key, width, start[1])):
+        value = st.session_state.get(key)
+        if not isinstance(value, int) or not 1 <= value <= size:   # a new volume, or a link's position out of range
+            st.session_state[key] = default + 1
+    row, column = st.session_state[row_key], st.session_state[column_key]
+    drawn = planes.three_planes(slices.images_u8, masks, slices.truths if slices.has_truth else None,
+                                (current, row - 1, column - 1), source.spacing, st.session_state.view)
+    scale = ("spacing unknown: drawn with one pixel a voxel, so the coronal and sagittal planes are as thin as the "
+             "slice count" if source.spacing is None else
+             f"drawn to scale: voxels of {report.spacing_text(source.spacing)} mm (slice x row x column)")
+    st.caption(f"Crosshair at slice {slices.numbers[current]}, row {row}, column {column} · {scale} · superior up, "
+               "the patient's left on the right, anterior on the left in the sagittal plane.")
+    columns = st.columns(3)
+    titles = (f"Axial · slice {slices.numbers[current]}", f"Coronal · row {row} of {height}",
+              f"Sagittal · column {column} of {width}")
+    for place, plane, title in zip(columns, drawn, titles):
+        place.image(plane.image_u8, caption=title, width="stretch")
+    columns[0].caption("Slice: the stepper above.")
+    columns[1].slider("Coronal plane (row)", 1, height, key=row_key)
+    columns[2].slider("Sagittal plane (column)", 1, width, key=column_key)
+
+
+def measurement_table(summary: report.PatientSummary) -> None:
+    """The predicted (and true) tumour's volume, extent, hemisphere and slice of largest area, as a small table
+    (it wraps on a narrow screen, unlike metrics), and how each is measured."""
+    measured = [("predicted", summary.measurements)]
+    if summary.true_measurements is not None:
+        measured.append(("true", summary.true_measurements))
+    lines = ["| tumour | volume | extent (L-R x A-P x S-I) | hemisphere | largest area |", "|---|--:|--:|---|---|"]
+    for name, found in measured:
+        largest = "—" if found.largest_slice is None else f"slice {found.largest_slice} ({found.largest_px:,} px)"
+        lines.append(f"| {name} | {found.volume_text()} | {found.extent_text()} | {found.hemisphere} | {largest} |")
+    st.markdown("\n".join(lines))
+    unknown = ("Spacing unknown, voxels: this file stores no voxel size, so sizes are counted in voxels (and its "
+               "orientation is assumed: the Kaggle slices' radiological view). " if summary.measurements.spacing is None
+               else "Volume: voxels times the voxel's volume, 1 mL = 1,000 mm³. ")
+    st.caption(f"{unknown}Hemisphere: the side of the head's midline (the centre of the head's bounding box from "
+               f"right to left) holding at least {measure.SIDE_SHARE:.0%} of the tumour's voxels; both when neither "
+               "does.")
 
 
 def volume_view(
@@ -376,7 +440,13 @@ def volume_view(
         key=source.key,
         image_key=source.image_keys[i],
     )
-    summary = slices.summary(source.name, masks)
+    summary = slices.summary(source.name, masks, source.spacing)
+    st.markdown("#### The whole volume: three planes and the tumour's size")
+    if summary.measurements is None:
+        st.caption("The slices differ in size, so they are not drawn as a volume.")
+    else:
+        planes_view(slices, masks, source, i)
+        measurement_table(summary)
     rows = list(zip(summary.slice_numbers, summary.true_px, summary.predicted_px))
     title = f"Tumour area per slice: {'truth vs prediction' if slices.has_truth else 'prediction'}, {source.name}"
     areas = charts.area_profile(rows, number, title, source.profile_note, slices.has_truth)
@@ -388,7 +458,7 @@ def volume_view(
     ):
         st.vega_lite_chart(areas, key=f"{k}areas", width="stretch")
         return
-    volume_3d = report.volume_figure(masks, truths, i, slices.numbers)
+    volume_3d = report.volume_figure(masks, truths if slices.has_truth else None, i, slices.numbers)
     left, right = st.columns(2)
     left.plotly_chart(volume_3d, key=f"{k}volume_3d")
     right.vega_lite_chart(areas, key=f"{k}areas", width="stretch")

@@ -19,11 +19,16 @@ from skimage.measure import marching_cubes
 from brainseg import metrics
 from brainseg.figures.charts import PREDICTED_COLOUR, TRUE_COLOUR
 from brainseg.io.slices import encode_png
+from brainseg.measure import Measurements
 
 # Display only: the dataset gives no voxel spacing; LGG FLAIR slices are several times thicker than a
 # 256-pixel in-plane step, so the 3D view stretches the slice axis by this factor to look like a head.
 SLICE_SPACING = 4.0
 CSV_COLUMNS = ("patient", "slice", "predicted_tumour", "predicted_px", "true_tumour", "true_px", "dice")
+# Filled on the CSV's "volume" row only: the predicted tumour measured (brainseg.measure); volumes blank when the
+# spacing is unknown, extents then in voxels.
+VOLUME_COLUMNS = ("predicted_volume_ml", "true_volume_ml", "extent_lr", "extent_ap", "extent_si", "extent_unit",
+                  "hemisphere", "largest_slice", "spacing_mm")
 DISCLAIMER = "Research demo, not a medical device: not for diagnosis or treatment decisions."
 
 
@@ -38,6 +43,8 @@ class PatientSummary:
     slice_dice: list[float]      # per slice; both empty = 1, one empty = 0
     volume_dice: float
     has_truth: bool = True       # False for an upload without a mask: true areas and Dice are left blank
+    measurements: Measurements | None = None        # the predicted tumour's volume, extent, side and largest slice
+    true_measurements: Measurements | None = None   # the true tumour's, with a mask
 
     @property
     def predicted_tumour(self) -> list[bool]:
@@ -68,9 +75,33 @@ class PatientSummary:
         """
         return (tumour, area, round(dice, 4)) if self.has_truth else ("", "", "")
 
+    @property
+    def true_volume_ml(self) -> float | None:
+        """The true tumour's volume in mL; None without a mask or a known spacing."""
+        return self.true_measurements.volume_ml if self.has_truth and self.true_measurements else None
+
+    def volume_cells(self) -> dict[str, object]:
+        """The ``VOLUME_COLUMNS`` of the CSV's volume row (all blank without measurements)."""
+        found = self.measurements
+        if found is None:
+            return dict.fromkeys(VOLUME_COLUMNS, "")
+        extent = found.extent_mm or found.extent_voxels
+        return dict(zip(VOLUME_COLUMNS, (
+            "" if found.volume_ml is None else round(found.volume_ml, 3),
+            "" if self.true_volume_ml is None else round(self.true_volume_ml, 3),
+            *(round(float(extent[axis]), 2) if found.spacing else int(extent[axis]) for axis in (2, 1, 0)),
+            "mm" if found.spacing else "voxels",
+            found.hemisphere, "" if found.largest_slice is None else found.largest_slice, spacing_text(found.spacing))))
+
+
+def spacing_text(spacing: Sequence[float] | None) -> str:
+    """``"3.00 x 0.94 x 0.94"`` (mm between slices, rows and columns), or ``"unknown"``."""
+    return "unknown" if spacing is None else " x ".join(f"{s:.2f}" for s in spacing)
+
 
 def patient_summary(patient: str, slice_numbers: Sequence[int], predicted: Sequence[np.ndarray],
-                    truths: Sequence[np.ndarray], has_truth: bool = True) -> PatientSummary:
+                    truths: Sequence[np.ndarray], has_truth: bool = True, measurements: Measurements | None = None,
+                    true_measurements: Measurements | None = None) -> PatientSummary:
     """Summarise one patient's predicted and true masks: per-slice areas and Dice, and the per-volume Dice.
 
     Args:
@@ -79,6 +110,8 @@ def patient_summary(patient: str, slice_numbers: Sequence[int], predicted: Seque
         predicted: the predicted ``HxW bool`` mask of each slice, in slice order.
         truths: the true ``HxW bool`` mask of each slice, in slice order.
         has_truth: False when the truths are placeholders (an upload without a mask).
+        measurements: the predicted tumour measured (:func:`brainseg.measure.measure`), for the CSV and the report.
+        true_measurements: the true tumour measured, with a mask.
 
     Returns:
         The patient's summary.
@@ -90,18 +123,19 @@ def patient_summary(patient: str, slice_numbers: Sequence[int], predicted: Seque
     total = sum(per_slice, metrics.Counts(0, 0, 0))
     return PatientSummary(patient, [int(n) for n in slice_numbers], [int(p.sum()) for p in predicted],
                           [int(t.sum()) for t in truths], [metrics.dice(c) for c in per_slice], metrics.dice(total),
-                          has_truth)
+                          has_truth, measurements, true_measurements)
 
 
 def summary_csv(summary: PatientSummary) -> bytes:
-    """CSV bytes: one row per slice, then a row ``slice = volume`` with the summed areas and per-volume Dice."""
+    """CSV bytes: one row per slice, then a row ``slice = volume`` with the summed areas, per-volume Dice and the
+    ``VOLUME_COLUMNS`` measurements."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS + VOLUME_COLUMNS, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(summary.rows())
     truth = summary.truth_cells(any(summary.true_px), sum(summary.true_px), summary.volume_dice)
     writer.writerow(dict(zip(CSV_COLUMNS, (summary.patient, "volume", any(summary.predicted_tumour),
-                                           sum(summary.predicted_px)) + truth)))
+                                           sum(summary.predicted_px)) + truth)) | summary.volume_cells())
     return buffer.getvalue().encode()
 
 
@@ -140,16 +174,18 @@ def _slice_marker(shape: tuple[int, int, int], current: int, number: int) -> go.
                         hoverinfo="name")
 
 
-def volume_figure(predicted: Sequence[np.ndarray], truths: Sequence[np.ndarray], current: int,
+def volume_figure(predicted: Sequence[np.ndarray], truths: Sequence[np.ndarray] | None, current: int,
                   slice_numbers: Sequence[int] | None = None, step: int = 2) -> go.Figure:
     """Rotatable 3D view: predicted (red, translucent) and true (green) tumour surfaces and the shown slice.
 
     ``layout.meta`` holds the voxel counts the surfaces were built from (``predicted_voxels`` equals the
-    sum of the per-slice predicted areas). ``step`` > 1 coarsens the surfaces for speed.
+    sum of the per-slice predicted areas; ``true_voxels`` is None without a mask). ``step`` > 1 coarsens the
+    surfaces for speed.
 
     Args:
         predicted: the predicted ``HxW bool`` mask of each slice, in slice order.
-        truths: the true ``HxW bool`` mask of each slice, in slice order.
+        truths: the true ``HxW bool`` mask of each slice, in slice order; None without a mask (nothing "true" is
+            drawn or named).
         current: position (0-based) of the shown slice, marked in the view.
         slice_numbers: the slices' numbers for the axis and marker; ``None``: 1, 2, ...
         step: marching-cubes step size in voxels.
@@ -157,11 +193,12 @@ def volume_figure(predicted: Sequence[np.ndarray], truths: Sequence[np.ndarray],
     Returns:
         The plotly figure.
     """
-    predicted_volume, true_volume = stack(predicted), stack(truths)
+    predicted_volume = stack(predicted)
     numbers = list(slice_numbers) if slice_numbers is not None else list(range(1, len(predicted) + 1))
-    predicted_voxels, true_voxels = int(predicted_volume.sum()), int(true_volume.sum())
+    true_volume = None if truths is None else stack(truths)
+    predicted_voxels, true_voxels = int(predicted_volume.sum()), None if true_volume is None else int(true_volume.sum())
     figure = go.Figure()
-    if true_voxels:
+    if true_volume is not None and true_voxels:
         figure.add_trace(_surface(true_volume, f"true tumour ({true_voxels:,} voxels)", TRUE_COLOUR, 0.7, step))
     if predicted_voxels:
         figure.add_trace(_surface(predicted_volume, f"predicted tumour ({predicted_voxels:,} voxels)",
@@ -177,7 +214,7 @@ def volume_figure(predicted: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                "aspectmode": "manual",
                "aspectratio": {"x": 1, "y": height / width, "z": max(depth * SLICE_SPACING / width, 0.2)}},
         height=520, margin={"l": 0, "r": 0, "t": 40, "b": 0}, legend={"orientation": "h", "y": -0.02},
-        title={"text": "patient in 3D: predicted vs true tumour", "font": {"size": 14}},
+        title={"text": f"patient in 3D: predicted{'' if truths is None else ' vs true'} tumour", "font": {"size": 14}},
     )
     return figure
 
@@ -203,6 +240,21 @@ def _table(rows: Sequence[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _measurement_facts(found: Measurements | None) -> dict[str, str]:
+    """The report's lines on the predicted tumour's size and place (none without measurements)."""
+    if found is None:
+        return {}
+    largest = "none" if found.largest_slice is None else f"{found.largest_slice} ({found.largest_px:,} px)"
+    return {
+        "voxel spacing (mm: slice x row x column)": spacing_text(found.spacing) if found.spacing else
+        "unknown (sizes in voxels)",
+        "predicted tumour volume": found.volume_text() + ("" if found.spacing else " (spacing unknown)"),
+        "predicted tumour extent (L-R x A-P x S-I)": found.extent_text(),
+        "hemisphere of the predicted tumour": found.hemisphere,
+        "slice of largest predicted area": largest,
+    }
+
+
 def html_report(summary: PatientSummary, key_images: Mapping[int, np.ndarray], figures: Sequence[go.Figure] = (),
                 settings: Mapping[str, float] | None = None, plotly_js: bool | str = True) -> str:
     """One self-contained HTML page: the numbers, key slices, the figures (interactive) and the per-slice table.
@@ -219,20 +271,26 @@ def html_report(summary: PatientSummary, key_images: Mapping[int, np.ndarray], f
         The HTML page.
     """
     predicted_list = ", ".join(map(str, summary.predicted_slices)) or "none"
+    truth = {
+        "slices with true tumour": sum(area > 0 for area in summary.true_px),
+        "true tumour (voxels)": sum(summary.true_px),
+        **({"true tumour volume": f"{summary.true_volume_ml:.1f} mL"} if summary.true_volume_ml is not None else {}),
+        "per-volume Dice (all slices stacked)": f"{summary.volume_dice:.4f}",
+    } if summary.has_truth else {"true mask": "none uploaded (no Dice)"}
     facts = {
         "patient": summary.patient,
         "slices": len(summary.slice_numbers),
         "slices with predicted tumour": f"{len(summary.predicted_slices)} ({predicted_list})",
-        "slices with true tumour": sum(area > 0 for area in summary.true_px),
-        "predicted tumour volume (px)": sum(summary.predicted_px),
-        "true tumour volume (px)": sum(summary.true_px),
-        "per-volume Dice (all slices stacked)": f"{summary.volume_dice:.4f}",
+        "predicted tumour (voxels)": sum(summary.predicted_px),
+        **_measurement_facts(summary.measurements),
+        **truth,
         **({f"setting: {k}": v for k, v in settings.items() if isinstance(v, (int, float))} if settings else {}),
     }
     facts_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     slices_html = "".join(
         f"<figure>{_png_tag(image, f'slice {summary.slice_numbers[i]}')}<figcaption>slice {summary.slice_numbers[i]}: "
-        f"predicted {summary.predicted_px[i]} px, true {summary.true_px[i]} px</figcaption></figure>"
+        f"predicted {summary.predicted_px[i]} px{f', true {summary.true_px[i]} px' * summary.has_truth}</figcaption>"
+        "</figure>"
         for i, image in sorted(key_images.items()))
     figures_html = "".join(f.to_html(full_html=False, include_plotlyjs=plotly_js if n == 0 else False)
                            for n, f in enumerate(figures))

@@ -13,7 +13,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 import nibabel as nib
@@ -50,6 +50,7 @@ class Geometry:
     orientation: str                 # axis codes of the stored array, e.g. "RAS" ("LPS" is DICOM's row/col/slice)
     spacing: tuple[float, float, float]   # mm along the stored axes
     to_display: np.ndarray           # nibabel orientation transform: stored axes -> (slice, row, column)
+    spacing_known: bool = True       # False for files without a world frame (Kaggle TIFFs): 1 mm a voxel assumed
 
     def display_spacing(self) -> tuple[float, float, float]:
         """mm between slices, between rows and between columns of the slices."""
@@ -77,6 +78,9 @@ class Volume:
     channels: tuple[str, str, str]    # where each model channel came from
     notes: tuple[str, ...] = field(default=())   # what the reader decided (reslicing, intensity mapping)
     intensity: str = intensity.AS_STORED         # how the stored values became 8-bit (io.intensity)
+    # A DICOM series: each file's header (no pixel data), in the stored grid's slice order, so that
+    # ``geometry.to_stored(masks)[k]`` is on the pixel grid of ``dicom_sources[k]``; None for other formats.
+    dicom_sources: tuple[pydicom.Dataset, ...] | None = None
 
     @property
     def numbers(self) -> list[int]:
@@ -98,6 +102,7 @@ class _Raw:
     data: np.ndarray
     geometry: Geometry
     notes: tuple[str, ...] = ()
+    dicom_sources: tuple[pydicom.Dataset, ...] | None = None   # headers in stored slice order (DICOM only)
 
 
 # ---- content sniffing ------------------------------------------------------------------------------
@@ -373,7 +378,11 @@ def read_dicom_series(files: Sequence[tuple[str, bytes]]) -> _Raw:
     geometry = _geometry(affine, stored.shape, stored.dtype, first_name, single_slice=len(datasets) == 1)
     display = _display(stored, geometry)
     notes = ("a single 2D DICOM: read as one slice",) if len(datasets) == 1 else ()
-    return _Raw(display, geometry, notes)
+    for _, dataset in datasets:   # keep the headers (for a DICOM SEG), not the pixels
+        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in dataset:
+                delattr(dataset, keyword)
+    return _Raw(display, geometry, notes, tuple(datasets[i][1] for i in order))
 
 
 def _dicom_affine(ordered: Sequence[pydicom.Dataset], has_positions: bool) -> np.ndarray:
@@ -425,7 +434,12 @@ def _grid_geometry(shape: tuple[int, ...], dtype: np.dtype) -> Geometry:
     """Geometry of slices stored already in display order, 1 mm a voxel (files without a world frame)."""
     affine = np.eye(4)
     affine[:3, :3] = [[0, 0, -1], [0, -1, 0], [1, 0, 0]]   # slice -> S, row -> P, column -> L
-    return _geometry(affine, shape, dtype, "slices")
+    return replace(_geometry(affine, shape, dtype, "slices"), spacing_known=False)
+
+
+def slice_geometry(height: int, width: int) -> Geometry:
+    """Geometry of one slice file (a ``1xHxW`` volume in display order, 1 mm a voxel), to write a map of it as NIfTI."""
+    return _grid_geometry((1, height, width), np.uint8)
 
 
 def _zip_entries(data: bytes, name: str) -> list[tuple[str, bytes]]:
@@ -555,7 +569,7 @@ def read_volume(files: Sequence[tuple[str, bytes]], mask: Sequence[tuple[str, by
         slices = [np.ascontiguousarray(np.concatenate(planes, axis=2))
                   for planes in zip(*[_slices_u8(p, (role,)) for role, p in enumerate(parts)])]
         slices = [s[..., ::3] for s in slices]    # each part gives its channel three times
-        kind, geometry = raws[chosen[0]][0], parts[0].geometry
+        kind, geometry, sources = raws[chosen[0]][0], parts[0].geometry, None
         mapping, notes = _intensity(parts[0])
         channels: tuple[str, str, str] = tuple(chosen)  # type: ignore[assignment]
     else:
@@ -564,8 +578,9 @@ def read_volume(files: Sequence[tuple[str, bytes]], mask: Sequence[tuple[str, by
         geometry, (mapping, notes) = raw.geometry, _intensity(raw)
         notes = raw.notes + notes
         channels = CHANNELS if raw.data.shape[3] == 3 else ("FLAIR (copied)",) * 3
+        sources = raw.dicom_sources
     truths = _mask_slices(mask, geometry, name) if mask else None
-    return Volume(_stem(files[0][0]), kind, slices, truths, geometry, channels, notes, mapping)
+    return Volume(_stem(files[0][0]), kind, slices, truths, geometry, channels, notes, mapping, dicom_sources=sources)
 
 
 def _mask_slices(mask: Sequence[tuple[str, bytes]], geometry: Geometry, name: str) -> list[np.ndarray]:
@@ -588,9 +603,21 @@ def _stem(name: str) -> str:
 def mask_nifti(masks: Sequence[np.ndarray], geometry: Geometry) -> bytes:
     """``.nii.gz`` bytes of the predicted masks (``HxW bool`` in slice order) in the input's own grid and affine,
     uint8 0/1."""
-    display = np.stack([np.asarray(m, bool) for m in masks]).astype(np.uint8)
+    return _nifti_gz(np.stack([np.asarray(m, bool) for m in masks]).astype(np.uint8), geometry)
+
+
+def probability_nifti(probabilities: Sequence[np.ndarray], geometry: Geometry) -> bytes:
+    """``.nii.gz`` bytes of the segmenter's per-pixel tumour probabilities (``HxW``, one per slice in slice order,
+    :attr:`~brainseg.inference.predictor.Prediction.probability`) in the input's own grid and affine, float32 in
+    [0, 1]. The raw segmenter output, before the threshold, the classifier gate, the minimum area and the largest-3D
+    rule: thresholding it gives the pipeline's mask only where those leave a slice alone."""
+    return _nifti_gz(np.clip(np.stack(probabilities).astype(np.float32), 0.0, 1.0), geometry)
+
+
+def _nifti_gz(display: np.ndarray, geometry: Geometry) -> bytes:
+    """``.nii.gz`` bytes of a ``DxHxW`` array in slice order, put back in the input's grid, with its affine."""
     image = nib.Nifti1Image(np.ascontiguousarray(geometry.to_stored(display)), geometry.affine)
-    image.header.set_data_dtype(np.uint8)
+    image.header.set_data_dtype(display.dtype)
     image.header.set_xyzt_units("mm")
     image.set_qform(geometry.affine, code=1)
     image.set_sform(geometry.affine, code=1)

@@ -69,7 +69,9 @@ def test_first_view_shows_a_tumour_slice_with_four_panels_and_metrics(app: AppTe
     number = gallery.telling_slice(samples[patient])
     assert app.session_state.patient == patient
     assert slice_heading(app) == f"Slice {number} / {len(samples[patient])}"
-    assert [i.captions[0] for i in app.image] == ["MRI slice (FLAIR channel)", "True mask", "Predicted mask", "Overlay"]
+    captions = [i.captions[0] for i in app.image]   # the slice's four panels, then the volume's three planes
+    assert captions[:4] == ["MRI slice (FLAIR channel)", "True mask", "Predicted mask", "Overlay"]
+    assert [c.split(" · ")[0] for c in captions[4:]] == ["Axial", "Coronal", "Sagittal"]
     values = metric_values(app)
     for label in ("Tumour probability", "Predicted area", "True area", "Dice", "IoU", "Tversky (α=0.7)",
                   "Precision", "Recall"):

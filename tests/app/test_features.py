@@ -45,7 +45,9 @@ def samples() -> dict:
 
 
 def captions(at: AppTest) -> list[str]:
-    return [image.captions[0] for image in at.image]
+    """The captions of the slice's panels (not the volume's three planes below them)."""
+    return [image.captions[0] for image in at.image
+            if not image.captions[0].startswith(("Axial · ", "Coronal · ", "Sagittal · "))]
 
 
 def gallery_figures(at: AppTest) -> list[dict]:

@@ -5,15 +5,19 @@ Set ``BRAINSEG_SCREENSHOTS`` to a folder to keep screenshots of the gallery and 
 """
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
-from benchmarks.appserver import STEP_MS, AppServer, open_page, shown_slice, wait_until_idle
+from benchmarks.appserver import STEP_MS, AppServer, open_page, shown_slice, wait_for_heading, wait_until_idle
 from brainseg.data import gallery
 from brainseg.data.index import by_patient, index_dataset
+from brainseg.io.slices import read_slice
 from brainseg.paths import SAMPLES_DIR
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -38,8 +42,8 @@ def test_first_load_shows_four_panels_and_metrics(server: AppServer, page, sampl
     patient = gallery.first_patient(samples)
     assert shown_slice(page) == (gallery.telling_slice(samples[patient]), len(samples[patient]))
     images = page.locator("[data-testid=stImage]")
-    images.nth(3).wait_for()
-    assert images.count() == 4
+    images.nth(6).wait_for()
+    assert images.count() == 4 + 3      # the slice's four panels and the volume's three planes
     for caption in ("MRI slice (FLAIR channel)", "True mask", "Predicted mask", "Overlay"):
         assert page.get_by_text(caption, exact=True).is_visible()
     for label in ("Tumour probability", "Predicted area", "Dice", "IoU", "Recall"):
@@ -88,3 +92,45 @@ def test_upload_in_the_browser_shows_the_batch_and_the_four_panels(server: AppSe
     page.set_viewport_size({"width": 1400, "height": 1400})
     page.get_by_test_id("stFileUploader").first.evaluate("element => element.scrollIntoView({block: 'start'})")
     screenshot(page, "upload_view.png")
+
+
+def test_an_uploaded_nifti_shows_three_planes_and_a_volume_in_ml(server: AppServer, page, tmp_path: Path,
+                                                                 samples: dict) -> None:
+    patient = min(samples, key=lambda p: len(samples[p]))
+    display = np.stack([read_slice(r.image_path) for r in samples[patient]])       # slice, row (->P), column (->L)
+    scan = tmp_path / "scan.nii.gz"                                                 # LPS, 3 mm slices
+    scan.write_bytes(gzip.compress(nib.Nifti1Image(np.ascontiguousarray(display.transpose(2, 1, 0, 3)),
+                                                   np.diag([-1.0, -1.0, 3.0, 1.0])).to_bytes()))
+    page.goto(server.url)
+    shown_slice(page)
+    wait_until_idle(page)
+    open_page(page, "Upload a volume")
+    panel = page.get_by_test_id("stMain")
+    panel.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(scan))
+    wait_for_heading(page, "The whole volume: three planes and the tumour's size")
+    wait_until_idle(page)
+    for title in ("Axial · slice ", "Coronal · row ", "Sagittal · column "):
+        caption = panel.get_by_test_id("stImageCaption").filter(has_text=title)
+        assert caption.count() == 1 and caption.is_visible(), title
+    assert panel.locator("[data-testid=stImage] img").count() == 4 + 3       # the slice's panels and the planes
+    predicted = panel.locator("table tr").filter(has_text="predicted")
+    assert re.fullmatch(r"\d+\.\d mL", predicted.locator("td").nth(1).inner_text().strip())
+    assert panel.get_by_text("drawn to scale: voxels of 3.00 x 1.00 x 1.00 mm").is_visible()
+    assert page.locator("[data-testid=stException]").count() == 0
+    screenshot(page, "volume_planes.png")
+
+
+def test_a_phone_screen_shows_the_four_panels_two_abreast(server: AppServer, browser) -> None:
+    context = browser.new_context(viewport={"width": 400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(STEP_MS)
+    page.goto(server.url)
+    shown_slice(page)
+    wait_until_idle(page)
+    boxes = [page.locator("[data-testid=stImage] img").nth(i).bounding_box() for i in range(4)]
+    context.close()
+    rows = sorted({round(box["y"]) for box in boxes})
+    assert len(rows) == 2, boxes                                  # a 2x2 grid, not a column of four
+    assert [round(box["y"]) for box in boxes] == [rows[0], rows[0], rows[1], rows[1]]
+    assert boxes[0]["x"] < boxes[1]["x"] and boxes[2]["x"] < boxes[3]["x"]
+    assert all(120 < box["width"] < 200 for box in boxes)         # each about half of the 400 px screen

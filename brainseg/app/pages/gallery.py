@@ -10,7 +10,10 @@ from brainseg.paths import WEIGHTS_DIR
 
 
 def change_patient(patients: dict[str, list[SliceRecord]]) -> None:
+    """A new patient opens on its most telling slice, the planes' crosshair on that slice's tumour."""
     st.session_state.slice = gallery.telling_slice(patients[st.session_state.patient])
+    for key in ("row", "col"):
+        st.session_state.pop(key, None)
 
 
 def patient_label(patients: dict[str, list[SliceRecord]], split: dict, patient: str) -> str:

@@ -11,6 +11,7 @@ from brainseg.config import pipeline_settings
 from brainseg.errors import BrainsegError
 from brainseg.figures import report
 from brainseg.io import volumes
+from brainseg.io.dicom_seg import dicom_seg
 
 HELD_SCAN = "volume_upload"   # (digest, Volume, PatientSlices) of this session's one uploaded scan
 
@@ -52,6 +53,8 @@ def held_volume(files: list[tuple[str, bytes]], masks: list[tuple[str, bytes]], 
     areas = [int(mask.sum()) for mask in settings.volume_masks(slices)]
     st.session_state.vol_slice = slices.numbers[int(np.argmax(areas))]
     st.session_state.vol_tumour_only = False
+    for key in ("vol_row", "vol_col"):   # the planes' crosshair starts on that slice's tumour
+        st.session_state.pop(key, None)
     st.session_state[HELD_SCAN] = (digest, scan, slices)
     return digest, scan, slices
 
@@ -60,9 +63,10 @@ def scan_facts(scan: volumes.Volume, slices: cache.PatientSlices) -> None:
     """Name, format, grid, spacing, storage and channels of the scan, and what the input check says of it."""
     height, width = scan.images_u8[0].shape[:2]
     channels = ", ".join(f"{c} ← {escape(source)}" for c, source in zip(volumes.CHANNELS, scan.channels))
-    spacing = " x ".join(f"{s:.2f}" for s in scan.geometry.display_spacing())
+    spacing = f"slice x row x column {report.spacing_text(scan.geometry.display_spacing())} mm" if \
+        scan.geometry.spacing_known else "spacing unknown (the file stores none)"
     st.markdown(f"**{escape(scan.name)}** · {scan.format} · {len(slices.numbers)} axial slices of {width}x{height} · "
-                f"slice x row x column {spacing} mm · stored as {scan.geometry.orientation} "
+                f"{spacing} · stored as {scan.geometry.orientation} "
                 f"{scan.geometry.dtype}  \nchannels: {channels}" +
                 "".join(f"  \n{escape(note)}" for note in scan.notes))
     if slices.sequence_warning:
@@ -102,12 +106,27 @@ def volume_page() -> None:
         return
     scan_facts(scan, slices)
     masks_now = settings.volume_masks(slices)
-    buttons = st.columns([1.5, 1.5, 3])
+    buttons = st.columns([1.5, 1.5, 1.5, 1.5])
     buttons[0].download_button("Predicted mask (NIfTI)", lambda: volumes.mask_nifti(masks_now, scan.geometry),
                                f"{scan.name}_mask.nii.gz", "application/gzip", key="vol_mask_nifti",
                                on_click="ignore", width="stretch", icon=":material/download:",
                                help="uint8 0/1 in the input's own grid and affine")
-    buttons[1].download_button("Per-slice results (CSV)", report.summary_csv(slices.summary(scan.name, masks_now)),
+    buttons[1].download_button("Probabilities (NIfTI)", lambda: volumes.probability_nifti(
+                               [p.probability for p in slices.predictions], scan.geometry),
+                               f"{scan.name}_probabilities.nii.gz", "application/gzip", key="vol_probability_nifti",
+                               on_click="ignore", width="stretch", icon=":material/download:",
+                               help="float32 0-1 in the input's grid: the segmenter's raw output, before the "
+                               "threshold, gate and area rules")
+    if scan.dicom_sources:
+        seg_settings = {"seg_threshold": settings.threshold, "gate": settings.gate, "min_area": settings.min_area,
+                        "largest_3d_component": settings.largest_3d}
+        buttons[2].download_button("Predicted mask (DICOM SEG)", lambda: dicom_seg(scan, masks_now, seg_settings),
+                                   f"{scan.name}_seg.dcm", "application/dicom", key="vol_dicom_seg",
+                                   on_click="ignore", width="stretch", icon=":material/download:",
+                                   help="a binary DICOM Segmentation on the uploaded series, for PACS viewers")
+    spacing = scan.geometry.display_spacing() if scan.geometry.spacing_known else None
+    buttons[3].download_button("Per-slice results (CSV)",
+                               report.summary_csv(slices.summary(scan.name, masks_now, spacing)),
                                f"{scan.name}_slices.csv", "text/csv", key="vol_csv", on_click="ignore",
                                width="stretch", icon=":material/download:")
     top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
@@ -115,7 +134,7 @@ def volume_page() -> None:
     views.volume_view(top, slices, masks_now, views.VolumeSource(
         scan.name, "vol_", "volume", f"{scan.name} · uploaded {scan.format}",
         f"uploaded scan · every slice · pipeline at threshold {settings.threshold:g}, gate {settings.gate:g}",
-        [f"{digest}/{n}" for n in slices.numbers]), settings)
+        [f"{digest}/{n}" for n in slices.numbers], spacing), settings)
 
 
 volume_page()
