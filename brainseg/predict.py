@@ -1,5 +1,5 @@
 """Predict files into a folder: mask and overlay PNGs and a CSV row per slice file; for a volume, its mask as NIfTI in
-the input's grid and a row per slice (what ``brainseg predict`` runs).
+the input's grid (and a DICOM SEG for a DICOM series) and a row per slice (what ``brainseg predict`` runs).
 
 Every slice goes through the input check and is reported, flagged or not; an unreadable input gets a row with its
 error and the others go on.
@@ -20,7 +20,7 @@ from brainseg.errors import BrainsegError
 from brainseg.figures.charts import overlay
 from brainseg.inference.predictor import Prediction, Predictor, volume_masks
 from brainseg.io.slices import encode_png, read_slice_mapped
-from brainseg.io.volumes import MAX_UPLOAD_BYTES, is_volume, mask_nifti, read_volume
+from brainseg.io.volumes import MAX_UPLOAD_BYTES, is_volume, mask_nifti, probability_nifti, read_volume, slice_geometry
 
 CSV_NAME = "predictions.csv"
 COLUMNS = ("file", "slice", "tumour_probability", "predicted_area_px", "check_score", "verdict", "reasons",
@@ -35,6 +35,12 @@ class PredictOptions:
     gate: float                 # classifier tumour probability below which a slice's mask is left empty
     min_area: int               # connected regions (8-connected) of fewer pixels than this are removed
     largest_3d: bool = False    # a volume's masks keep only its largest 3D tumour
+    probabilities: bool = False  # also write the segmenter's raw probabilities as <stem>_probabilities.nii.gz
+
+    def settings(self) -> dict[str, object]:
+        """The mask settings under ``weights/pipeline.json``'s names (recorded in a DICOM SEG)."""
+        return {"seg_threshold": self.threshold, "gate": self.gate, "min_area": self.min_area,
+                "largest_3d_component": self.largest_3d}
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
@@ -77,6 +83,11 @@ def result_row(path: Path, prediction: Prediction, mask: np.ndarray, mask_png: s
             "error": ""}
 
 
+def error_row(path: Path | str, message: str) -> dict:
+    """The CSV row of an input that could not be predicted: its name and the error, every other cell blank."""
+    return {**dict.fromkeys(COLUMNS, ""), "file": str(path), "error": message}
+
+
 def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
     """``("volume" or "slice", [(name, bytes)])`` of one argument: a folder is one upload (a DICOM series)."""
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
@@ -90,7 +101,8 @@ def read_input(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
 
 def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, bytes]], out: Path, stem: str,
                    options: PredictOptions) -> list[dict]:
-    """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out``; one row per slice.
+    """Predict every slice of one volume, write ``<stem>_mask.nii.gz`` to ``out`` (and ``<stem>_seg.dcm`` for a
+    DICOM series, ``<stem>_probabilities.nii.gz`` with ``options.probabilities``); one row per slice.
 
     Args:
         predictor: the models to predict with.
@@ -107,6 +119,16 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
     predictions = predictor.predict_many(volume.images_u8, batch_size=volume.batch_size)
     masks = volume_masks(predictions, options.threshold, options.gate, options.min_area, options.largest_3d)
     (out / f"{stem}_mask.nii.gz").write_bytes(mask_nifti(masks, volume.geometry))
+    if options.probabilities:
+        probabilities = probability_nifti([p.probability for p in predictions], volume.geometry)
+        (out / f"{stem}_probabilities.nii.gz").write_bytes(probabilities)
+    if volume.dicom_sources:
+        from brainseg.io.dicom_seg import dicom_seg  # highdicom: half a second to import, for DICOM inputs only
+
+        try:
+            (out / f"{stem}_seg.dcm").write_bytes(dicom_seg(volume, masks, options.settings()))
+        except BrainsegError as err:   # the NIfTI mask and the rows stand without it
+            tqdm.write(f"{path}: no DICOM SEG written: {err}", file=sys.stderr)
     flagged = sum(p.check is not None and p.check.flagged for p in predictions)
     if flagged:
         tqdm.write(f"{path}: {flagged} of {len(predictions)} slices unlike the training data", file=sys.stderr)
@@ -137,11 +159,14 @@ def predict_path(predictor: Predictor, path: Path, out: Path, stem: str, options
         image, mapping = read_slice_mapped(named[0][1], str(path))
     except BrainsegError as err:
         tqdm.write(f"error: {err}", file=sys.stderr)
-        return [{**dict.fromkeys(COLUMNS, ""), "file": str(path), "error": str(err)}]
+        return [error_row(path, str(err))]
     prediction = predictor.predict(image)
     mask = prediction.mask(options.threshold, options.gate, options.min_area)
     (out / f"{stem}_mask.png").write_bytes(encode_png(mask))
     (out / f"{stem}_overlay.png").write_bytes(encode_png(overlay(image, mask, None)))
+    if options.probabilities:   # a one-slice NIfTI, 1 mm a pixel (a slice file has no world frame)
+        probabilities = probability_nifti([prediction.probability], slice_geometry(*prediction.probability.shape))
+        (out / f"{stem}_probabilities.nii.gz").write_bytes(probabilities)
     if prediction.check is not None and prediction.check.flagged:
         tqdm.write(f"{path}: {prediction.check.verdict}: {'; '.join(prediction.check.reasons)}", file=sys.stderr)
     return [result_row(path, prediction, mask, f"{stem}_mask.png", f"{stem}_overlay.png", mapping=mapping)]

@@ -38,6 +38,16 @@ def test_help_starts_without_torch_openvino_or_streamlit() -> None:
     assert all(name in result.stdout for name in ("predict", "evaluate", "checksums"))
 
 
+def test_plain_predict_and_the_app_import_no_ray(sample_slice: Path, tmp_path: Path) -> None:
+    """Ray is optional (requirements-scale.txt): only ``predict --ray`` imports it."""
+    code = (f"import sys; from brainseg.cli import main\nassert main(['predict', {str(sample_slice)!r}, '--out', "
+            f"{str(tmp_path)!r}]) == 0\nimport brainseg.app.views, brainseg.app.cache\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip().endswith("[]"), result.stdout[-2000:]
+    assert (tmp_path / "predictions.csv").is_file()
+
+
 def test_the_wheel_carries_the_weights_samples_pages_and_the_console_script(tmp_path: Path) -> None:
     """``pip wheel .``: what ``pip install .`` installs (a registry is needed for the build backend)."""
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
