@@ -3,6 +3,7 @@ background as the server starts, so the first visitor does not wait for them; a 
 instead of starting it again (the caches are shared)."""
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,5 +30,8 @@ def warm() -> None:
 @asynccontextmanager
 async def warm_up(_app: Any) -> AsyncIterator[None]:
     """Start :func:`warm` on a thread and serve at once."""
+    # cached functions called off a session's thread (this one, the gallery's prefetch) warn that they have no
+    # session to draw a spinner in; Streamlit says so itself: ignorable
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
     threading.Thread(target=warm, name="brainseg-warm-up", daemon=True).start()
     yield
