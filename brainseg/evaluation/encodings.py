@@ -31,6 +31,21 @@ def to_xyz(volume: np.ndarray) -> np.ndarray:
     return volume.transpose(2, 1, 0, *range(3, volume.ndim))
 
 
+def mr_header(study: str, series: str, number: int, frame: str | None = None) -> pydicom.Dataset:
+    """A new MR image's header (explicit VR little endian, a fresh SOP instance UID) in ``study`` and ``series``, its
+    instance ``number`` and frame of reference; geometry and pixels are the caller's."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = study, series, "MR", number
+    if frame:
+        ds.FrameOfReferenceUID = frame
+    return ds
+
+
 def dicom_series(stored: np.ndarray, slope: float | Sequence[float] = 1.0, intercept: float = 0.0, bits: int = 12,
                  signed: bool = False, monochrome1: bool = False) -> bytes:
     """A zip of one axial DICOM series (one file a slice), as a scanner writes it.
@@ -51,14 +66,8 @@ def dicom_series(stored: np.ndarray, slope: float | Sequence[float] = 1.0, inter
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for index, plane in enumerate(stored):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = pydicom.Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-            ds.Modality, ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = "MR", 3, "AX FLAIR", index + 1
+            ds = mr_header(study, series, index + 1, frame)
+            ds.SeriesNumber, ds.SeriesDescription = 3, "AX FLAIR"
             ds.ImagePositionPatient = [-120.0, -120.0, 3.3 * index]
             ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
             ds.PixelSpacing, ds.SliceThickness = [0.94, 0.94], 3.3

@@ -10,13 +10,12 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import MRImageStorage, generate_uid
 
 from brainseg import __version__
 from brainseg.errors import BrainsegError
-from brainseg.evaluation.encodings import dicom_series, nifti
+from brainseg.evaluation.encodings import dicom_series, mr_header, nifti
 from brainseg.io.dicom_seg import dicom_seg
 from brainseg.io.volumes import read_volume
 
@@ -35,17 +34,11 @@ def dicom_files(orientation: tuple, spacing: float, step: tuple, files: int, row
     series, study, frame = generate_uid(), generate_uid(), generate_uid()
     written = []
     for index in range(files):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds = mr_header(study, series, index + 1, frame)
         if patient:
             ds.PatientID, ds.PatientName, ds.StudyID, ds.AccessionNumber = "BS-001", "Test^Patient", "1", "A1"
             ds.PatientBirthDate, ds.PatientSex, ds.StudyDate, ds.StudyTime = "19700101", "O", "20260101", "120000"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 4, index + 1
+        ds.SeriesNumber = 4
         ds.ImageOrientationPatient = list(orientation)
         ds.ImagePositionPatient = list(np.array([-20.0, -25.0, 10.0]) + index * np.asarray(step, float))
         ds.PixelSpacing, ds.SliceThickness = [spacing, spacing], float(np.linalg.norm(step))

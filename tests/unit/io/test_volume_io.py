@@ -9,16 +9,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from benchmarks import appserver
 from brainseg.config import pipeline_settings
 from brainseg.data.index import index_patient
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.encodings import mr_header
 from brainseg.inference.predictor import Predictor
 from brainseg.io import intensity, volumes
 from brainseg.io.slices import read_mask, read_slice
@@ -55,14 +54,8 @@ def as_nifti(images: list[np.ndarray]) -> bytes:
 def dicom_slice(pixels: np.ndarray, position: float, number: int, series: str, study: str,
                 description: str = "FLAIR", with_pixels: bool = True) -> bytes:
     """One axial MR slice (RGB or grayscale) as DICOM bytes, written by pydicom."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = study, series, 3, description
-    ds.Modality, ds.PatientID, ds.InstanceNumber = "MR", PATIENT, number
+    ds = mr_header(study, series, number)
+    ds.SeriesNumber, ds.SeriesDescription, ds.PatientID = 3, description, PATIENT
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     ds.ImagePositionPatient = [-120.0, -110.0, position]
     ds.PixelSpacing, ds.SliceThickness = [0.94, 0.94], 3.3
