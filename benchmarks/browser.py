@@ -3,16 +3,16 @@
 Five measurements, each repeated on a fresh server (median and all runs printed):
 
 1. **cold first view**: a fresh server (its health check answered, no session yet), ``goto`` its URL until the
-   first patient's slice heading is shown, the script run has finished, the four panels' images are loaded and the
-   area profile is drawn;
-   the models load in this step (the OpenVINO IR cache on disk is warm after the first run);
+   first patient's slice heading is shown, the script run has finished, the page's images (four panels, three
+   planes) are loaded and the area profile is drawn; the server loaded the models before answering its health check
+   and predicts the opening patient as it serves (the OpenVINO IR cache on disk is warm after the first run);
 2. **new patient, not prefetched**: at once, choose a bundled patient that is not next to the first in the
    "Patient" box (the app predicts the neighbours of the patient shown in the background), until its heading,
-   idle and four loaded panels;
+   idle and the images loaded;
 3. **new patient, prefetched**: after looking at that patient for 5 s, choose the next one in the box;
-4. **next slice**: click "Next ▶" until the next slice's heading, idle and four loaded panels;
+4. **next slice**: click "Next ▶" until the next slice's heading, idle and the images loaded;
 5. **shared link, fresh tab**: the address bar's URL after step 4 opened in a new browser context (a new session
-   on the now warm server), until the same slice's heading, idle and four loaded panels.
+   on the now warm server), until the same slice's heading, idle and the images loaded.
 
 Every wait is bounded (benchmarks/appserver.py). Usage, from the repository root:
 ``python benchmarks/browser.py [--runs 3] [--json weights/browser.json]``.
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {step} | {medians[step]:.2f} |")
     if args.json:
         payload = {"what": "seconds until the page shows the slice, has finished running and has drawn the four "
-                           "panels (headless Chromium, benchmarks/browser.py)",
+                           "panels and three planes (headless Chromium, benchmarks/browser.py)",
                    "reading_pause_s": READING_MS / 1000, "median_s": medians, "runs": runs,
                    "machine": machine(), "python": platform.python_version(), "streamlit": version("streamlit"),
                    "venv_in_repository": (ROOT / ".venv").is_dir()}
