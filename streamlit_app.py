@@ -34,7 +34,11 @@ def arrange() -> None:
     except BrainsegError as err:
         st.error(str(err))
         patients = {}
-    model = cache.predictor()
+    try:
+        model = cache.predictor()
+    except BrainsegError as err:   # missing or damaged weights: say which file, draw nothing that needs them
+        st.error(f"The models could not be loaded: {err}")
+        st.stop()
     model.defer_background()   # the gallery's prefetch pauses as the page runs, and again as it ends (drawing)
     views.sidebar(source, patients, cache.device_label(model), model.members, defaults)
     views.intro(cache.load_test_metrics())

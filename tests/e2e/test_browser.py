@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from benchmarks import appserver
 from benchmarks.appserver import STEP_MS, AppServer, open_page, shown_slice, wait_for_heading, wait_until_idle
 from brainseg.data import gallery
 from brainseg.data.index import by_patient, index_dataset
@@ -134,3 +135,18 @@ def test_a_phone_screen_shows_the_four_panels_two_abreast(server: AppServer, bro
     assert [round(box["y"]) for box in boxes] == [rows[0], rows[0], rows[1], rows[1]]
     assert boxes[0]["x"] < boxes[1]["x"] and boxes[2]["x"] < boxes[3]["x"]
     assert all(120 < box["width"] < 200 for box in boxes)         # each about half of the 400 px screen
+
+
+def test_a_server_without_its_weights_starts_and_the_page_says_which_file(browser, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAINSEG_WEIGHTS", str(tmp_path))     # an empty folder: no safetensors in it
+    with appserver.serve(tmp_path / "server.log") as empty:
+        page = browser.new_page()
+        page.goto(empty.url)
+        alert = page.get_by_test_id("stAlert").filter(has_text="The models could not be loaded")
+        alert.wait_for(timeout=STEP_MS)
+        assert str(tmp_path / "segmenter.safetensors") in alert.inner_text()
+        wait_until_idle(page)
+        assert page.get_by_test_id("stException").count() == 0
+        page.close()
+    assert "models not loaded at start" in (tmp_path / "server.log").read_text()
