@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from brainseg.check.assess import volume_sequence_warning
+from brainseg.config import mask_settings
 from brainseg.errors import BrainsegError
 from brainseg.figures.charts import overlay
 from brainseg.inference.predictor import Prediction, Predictor, volume_masks
@@ -39,8 +40,7 @@ class PredictOptions:
 
     def settings(self) -> dict[str, object]:
         """The mask settings under ``weights/pipeline.json``'s names (recorded in a DICOM SEG)."""
-        return {"seg_threshold": self.threshold, "gate": self.gate, "min_area": self.min_area,
-                "largest_3d_component": self.largest_3d}
+        return mask_settings(self.threshold, self.gate, self.min_area, self.largest_3d)
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from brainseg.app.cache import PatientSlices
+from brainseg.config import mask_settings
 from brainseg.data import gallery
 from brainseg.data.index import SliceRecord
 from brainseg.figures import charts
@@ -37,6 +38,10 @@ class Settings:
 
     def volume_masks(self, slices: PatientSlices) -> list[np.ndarray]:
         return slices.masks(self.threshold, self.gate, self.min_area, self.largest_3d)
+
+    def pipeline(self) -> dict:
+        """These settings under ``pipeline.json``'s names (:func:`brainseg.config.mask_settings`)."""
+        return mask_settings(self.threshold, self.gate, self.min_area, self.largest_3d)
 
     def mask(self, prediction) -> np.ndarray:
         """One slice's pipeline mask at these settings."""

@@ -505,12 +505,7 @@ def patient_downloads(
         width="stretch",
         icon=":material/download:",
     )
-    pipeline = {
-        "seg_threshold": settings.threshold,
-        "gate": settings.gate,
-        "min_area": settings.min_area,
-        "largest_3d_component": settings.largest_3d,
-    }
+    pipeline = settings.pipeline()
     view = st.session_state.view
     right.download_button(
         "Patient report (HTML)",

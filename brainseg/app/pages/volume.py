@@ -11,7 +11,6 @@ from brainseg.config import pipeline_settings
 from brainseg.errors import BrainsegError
 from brainseg.figures import report
 from brainseg.io import volumes
-from brainseg.io.dicom_seg import dicom_seg
 
 HELD_SCAN = "volume_upload"   # (digest, Volume, PatientSlices) of this session's one uploaded scan
 
@@ -57,6 +56,13 @@ def held_volume(files: list[tuple[str, bytes]], masks: list[tuple[str, bytes]], 
         st.session_state.pop(key, None)
     st.session_state[HELD_SCAN] = (digest, scan, slices)
     return digest, scan, slices
+
+
+def seg_bytes(scan: volumes.Volume, masks: list[np.ndarray], pipeline: dict) -> bytes:
+    """The masks as a DICOM SEG on the uploaded series, built when asked for (highdicom takes 0.5 s to import)."""
+    from brainseg.io.dicom_seg import dicom_seg
+
+    return dicom_seg(scan, masks, pipeline)
 
 
 def scan_facts(scan: volumes.Volume, slices: cache.PatientSlices) -> None:
@@ -118,15 +124,14 @@ def volume_page() -> None:
                                help="float32 0-1 in the input's grid: the segmenter's raw output, before the "
                                "threshold, gate and area rules")
     if scan.dicom_sources:
-        seg_settings = {"seg_threshold": settings.threshold, "gate": settings.gate, "min_area": settings.min_area,
-                        "largest_3d_component": settings.largest_3d}
-        buttons[2].download_button("Predicted mask (DICOM SEG)", lambda: dicom_seg(scan, masks_now, seg_settings),
+        pipeline = settings.pipeline()
+        buttons[2].download_button("Predicted mask (DICOM SEG)", lambda: seg_bytes(scan, masks_now, pipeline),
                                    f"{scan.name}_seg.dcm", "application/dicom", key="vol_dicom_seg",
                                    on_click="ignore", width="stretch", icon=":material/download:",
                                    help="a binary DICOM Segmentation on the uploaded series, for PACS viewers")
     spacing = scan.geometry.display_spacing() if scan.geometry.spacing_known else None
     buttons[3].download_button("Per-slice results (CSV)",
-                               report.summary_csv(slices.summary(scan.name, masks_now, spacing)),
+                               lambda: report.summary_csv(slices.summary(scan.name, masks_now, spacing)),
                                f"{scan.name}_slices.csv", "text/csv", key="vol_csv", on_click="ignore",
                                width="stretch", icon=":material/download:")
     top = st.columns([4, 1.8, 1.5, 1.9], vertical_alignment="bottom")
