@@ -91,7 +91,7 @@ def _to_u8(array: np.ndarray) -> tuple[np.ndarray, str]:
         return array.astype(np.uint8) * 255, intensity.AS_STORED
     landmarks = intensity.load()
     roles = (intensity.FLAIR,) if array.shape[2] == 1 else (0, 1, 2)
-    channels = [intensity.standardise(array[..., c], landmarks.slice[role], landmarks.percentiles)
+    channels = [intensity.standardise(array[..., c], landmarks.slice[role], head_percentiles=landmarks.head_percentiles)
                 for c, role in enumerate(roles)]
     return np.stack(channels, axis=2), intensity.STANDARDISED
 

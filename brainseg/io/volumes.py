@@ -216,8 +216,9 @@ def _slices_u8(raw: _Raw, roles: Sequence[int]) -> list[np.ndarray]:
         mapped = [raw.data[..., c] for c in range(raw.data.shape[3])]
     else:
         landmarks = intensity.load()
-        points = [intensity.landmarks_of(raw.data[..., c], landmarks.percentiles) for c in range(raw.data.shape[3])]
-        mapped = [np.stack([intensity.standardise(plane, landmarks.volume[role], landmarks.percentiles, points[c])
+        points = [intensity.landmarks_of(raw.data[..., c], landmarks.head_percentiles)
+                  for c in range(raw.data.shape[3])]
+        mapped = [np.stack([intensity.standardise(plane, landmarks.volume[role], points[c])
                             for plane in raw.data[..., c]]) for c, role in enumerate(roles)]
     slices = []
     for index in range(raw.data.shape[0]):

@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from brainseg.data.index import SliceRecord
-from brainseg.io.intensity import FLAIR, PERCENTILES, Landmarks, landmarks_of
+from brainseg.io.intensity import FLAIR, HEAD_PERCENTILES, Landmarks, landmarks_of
 from brainseg.io.slices import read_slice
 from brainseg.preprocess import BACKGROUND_LEVEL
 
@@ -25,13 +25,13 @@ def real_channels(volume: np.ndarray) -> list[int]:
     return [c for c in range(3) if c == FLAIR or not np.array_equal(volume[..., c], volume[..., FLAIR])]
 
 
-def fit_landmarks(patients: Mapping[str, Sequence[SliceRecord]], percentiles: tuple[float, ...] = PERCENTILES
-                  ) -> Landmarks:
+def fit_landmarks(patients: Mapping[str, Sequence[SliceRecord]],
+                  head_percentiles: tuple[float, ...] = HEAD_PERCENTILES) -> Landmarks:
     """The mean landmarks of each channel over the patients' volumes, and over their slices with some head.
 
     Args:
         patients: each training patient's slice records, in slice order.
-        percentiles: where the landmarks stand (percentiles of the head's values).
+        head_percentiles: where the inner landmarks stand (percentiles of the head's values).
 
     Returns:
         The standard scale, in the dataset's 8-bit units.
@@ -41,13 +41,13 @@ def fit_landmarks(patients: Mapping[str, Sequence[SliceRecord]], percentiles: tu
     for records in tqdm(patients.values(), desc="landmarks", unit="patient"):
         volume = patient_volume(records)
         for channel in real_channels(volume):
-            points = landmarks_of(volume[..., channel], percentiles)
+            points = landmarks_of(volume[..., channel], head_percentiles)
             if points is not None:
                 volumes[channel].append(points)
             for plane in volume[..., channel]:
                 if (plane > BACKGROUND_LEVEL).mean() >= MIN_HEAD_SHARE:
-                    points = landmarks_of(plane, percentiles)
+                    points = landmarks_of(plane, head_percentiles)
                     if points is not None:
                         slices[channel].append(points)
     return Landmarks(np.array([np.mean(v, axis=0) for v in volumes], np.float32),
-                     np.array([np.mean(s, axis=0) for s in slices], np.float32), tuple(percentiles))
+                     np.array([np.mean(s, axis=0) for s in slices], np.float32), tuple(head_percentiles))

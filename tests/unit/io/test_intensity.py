@@ -33,7 +33,7 @@ def flair_scan(stored: np.ndarray) -> list[np.ndarray]:
 def test_shipped_landmarks_are_listed_increasing_and_in_8_bit_range() -> None:
     landmarks = intensity.load()
     assert intensity.LANDMARKS_FILE in read_checksums(WEIGHTS_DIR)
-    assert landmarks.volume.shape == landmarks.slice.shape == (3, len(landmarks.percentiles))
+    assert landmarks.volume.shape == landmarks.slice.shape == (3, len(landmarks.head_percentiles) + 2)
     for standard in (*landmarks.volume, *landmarks.slice):
         assert np.all(np.diff(standard) > 0) and 0 <= standard[0] and standard[-1] <= 255
 
@@ -51,20 +51,36 @@ def test_a_mild_curve_keeps_the_landmarks_and_8_bit_stays_as_stored(volume: np.n
     linear = np.stack(flair_scan(flair.astype(np.float32) * 16))[..., 1].astype(int)
     curved = np.stack(flair_scan((4000 * (flair / 255.0) ** 0.8).astype(np.float32)))[..., 1].astype(int)
     standard = intensity.load().volume[1]
-    for mapped in (linear, curved):     # the landmarks land on the standard whatever the curve ...
-        assert np.abs(intensity.landmarks_of(mapped) - standard).max() < 3
-    brain = linear > 10                 # ... and the curve only moves the tones between them, a few levels
-    assert np.abs(linear - curved)[brain].mean() < 12
+    for mapped in (linear, curved):     # the ends land on the standard whatever the curve ...
+        assert np.abs(intensity.landmarks_of(mapped) - standard).max() < 4
+    levels = np.unique(flair)           # ... and the tones between keep their order (the curve moves them: a
+    tones = [np.unique(curved[flair == level]) for level in levels]     # two-point map cannot tell it from anatomy)
+    assert all(len(t) == 1 for t in tones) and np.all(np.diff([t[0] for t in tones]) >= 0)
     as_stored = read_volume([("flair.nii.gz", nifti(to_xyz(flair)))])
     assert as_stored.intensity == intensity.AS_STORED and not any("standardised" in n for n in as_stored.notes)
     assert all(np.array_equal(s[..., 1], f) for s, f in zip(as_stored.images_u8, flair))
 
 
-def test_standardised_slices_keep_the_datasets_brightness(volume: np.ndarray) -> None:
-    """The mapped FLAIR's landmarks land on the standard, so its brain sits where the dataset's does."""
-    mapped = np.stack(flair_scan(volume[..., 1].astype(np.int16) * 16))[..., 1]
-    points = intensity.landmarks_of(mapped)
-    assert np.abs(points - intensity.load().volume[1]).max() < 4
+def test_a_linear_copy_keeps_its_background_and_clips_nothing(volume: np.ndarray) -> None:
+    """The outer landmarks are the scan's own ends: its darkest voxels land on the training minimum (the background
+    stays background) and only its brightest voxels on the training maximum (bright tumour is not clipped flat)."""
+    flair = volume[..., 1]
+    mapped = np.stack(flair_scan(flair.astype(np.int16) * 16 + 100))[..., 1]
+    low, high = np.round(intensity.load().volume[1][[0, -1]])
+    assert np.all(mapped[flair == flair.min()] == low)
+    assert np.array_equal(mapped == high, flair == flair.max())
+
+
+def test_nan_and_infinite_voxels_do_not_move_the_others(volume: np.ndarray) -> None:
+    flair = volume[..., 1].astype(np.float32) * 3.7
+    spoilt = flair.copy()
+    spoilt[0, :4, :4], spoilt[1, :4, :4], spoilt[2, :4, :4] = np.nan, np.inf, -np.inf
+    clean, dirty = np.stack(flair_scan(flair))[..., 1], np.stack(flair_scan(spoilt))[..., 1]
+    kept = np.ones(flair.shape, bool)
+    kept[:3, :4, :4] = False
+    assert np.array_equal(clean[kept], dirty[kept])
+    low, high = np.round(intensity.load().volume[1][[0, -1]])
+    assert dirty[0, 0, 0] == dirty[2, 0, 0] == low and dirty[1, 0, 0] == high
 
 
 def test_a_16_bit_slice_is_standardised_and_says_so(volume: np.ndarray) -> None:
