@@ -3,9 +3,10 @@
 Landmark standardisation (Nyul & Udupa 2000) whose outer landmarks are the scan's minimum and maximum: the dataset's
 volumes read as scaled by their own range (minimum 0, maximum near 249 in every training volume; docs/experiments.md),
 so pinning the ends gives a linearly stored copy its 8-bit picture back without clipping its brightest tissue. Inner
-landmarks, percentiles of the head, keep a monotone curve (a scanner's or a pipeline's) from lifting the background
-into the brain. Each landmark is mapped onto the training patients' mean (``brainseg landmarks``), linear between.
-A positive linear change of the stored values gives the same slices. Numpy only.
+landmarks, percentiles of the head, hold the head's low end where a curve applied to the values would move it (only
+in part: a curve cannot be told from a patient's own contrast, docs/volumes.md). Each landmark is mapped onto the
+training patients' mean (``brainseg landmarks``), linear between. A positive linear change of the stored values
+gives the same slices. Numpy only.
 """
 from __future__ import annotations
 
