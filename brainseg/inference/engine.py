@@ -214,8 +214,8 @@ class OpenVinoEngine:
         for kind in ("segmenter", "classifier"):
             folder = cache / "openvino" / f"{kind}-{cache_key(digests[kind], ov.__version__)}"
             model = cached_model(core, converters[kind], folder)
-            # no OpenVINO CACHE_DIR: a model imported from its compiled blob holds its own copy of the weights, so the
-            # two compilations of the classifier cost 93 MB more resident for 0.3 s less start (AMD EPYC)
+            # no OpenVINO CACHE_DIR: a model imported from its compiled blob holds its own copy of the weights
+            # (more resident memory for a little less start; docs/experiments.md)
             compiled[kind] = core.compile_model(model, "CPU", config)
             alongside[kind] = core.compile_model(model, "CPU", beside) if threads >= 2 else compiled[kind]
         self.segmenter, self.classifier = compiled["segmenter"], compiled["classifier"]

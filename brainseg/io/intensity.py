@@ -44,12 +44,12 @@ class Landmarks:
 
 
 def value_range(values: np.ndarray) -> tuple[float, float] | None:
-    """Minimum and maximum of the finite values (any dtype), reduced slice by slice so that a large float volume is
-    never copied whole; ``None`` when there are none."""
+    """Minimum and maximum of the finite values (any dtype), reduced plane by plane so that a large float volume (or
+    a channel's strided view) is never copied whole; ``None`` when there are none."""
     data = np.asarray(values)
     floating = np.issubdtype(data.dtype, np.floating)
     lows, highs = [], []
-    for part in data.reshape(len(data), -1) if data.ndim > 1 else [data]:
+    for part in data if data.ndim > 1 else [data]:
         part = part[np.isfinite(part)] if floating else part
         if part.size:
             lows.append(part.min())
@@ -75,7 +75,7 @@ def landmarks_of(values: np.ndarray, head_percentiles: tuple[float, ...] = HEAD_
         return None
     head = head_values(values)
     inner = np.percentile(head, head_percentiles) if head.size and head_percentiles else np.empty(0)
-    return np.clip(np.concatenate([[ends[0]], inner, [ends[1]]]), *ends)
+    return np.concatenate([[ends[0]], inner, [ends[1]]])
 
 
 def standardise(values: np.ndarray, standard: np.ndarray, points: np.ndarray | None = None,
