@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="tumour-free slices per tumour slice in each epoch (default: 0.5 segmenter, all classifier)",
     )
+    parser.add_argument(
+        "--gamma", type=float, default=1.0,
+        help="contrast curves in augmentation: a power per channel drawn in [1/GAMMA, GAMMA] on half the slices "
+        "(1 = none)",
+    )
     parser.add_argument("--input-size", type=int, default=128, help="classifier: side the ResNet50 sees")
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. OUT/last.pt)")
     parser.add_argument("--init", help="start from these weights (.safetensors) with a fresh optimizer and schedule")

@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
@@ -15,12 +16,13 @@ from tqdm import tqdm
 
 from brainseg.data.index import SliceRecord
 from brainseg.io.slices import read_mask, read_slice
-from brainseg.preprocess import preprocess
+from brainseg.preprocess import MODEL_SIZE, preprocess, resize_image
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation: flips, small rotation/scale, per-channel intensity jitter, optional crop."""
+    """Training augmentation: a contrast curve per channel, flips, small rotation/scale, per-channel intensity
+    jitter, optional crop."""
 
     crop: int | None = None           # side of a random crop (segmenter); None = whole slice
     tumour_centred: float = 2 / 3     # share of crops centred on a tumour pixel
@@ -28,6 +30,20 @@ class Augment:
     scale: float = 0.1
     affine_p: float = 0.5
     intensity: float = 0.1
+    gamma: float = 1.0                # curves drawn log-uniformly in [1/gamma, gamma]; 1 = no curve
+    gamma_p: float = 0.5              # share of slices that get a curve (when gamma > 1)
+
+
+def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.ndarray:
+    """A power curve per channel on the 8-bit slice (``255 (v/255)^g``, ``g`` log-uniform in ``[1/gamma, gamma]``),
+    drawn for ``aug.gamma_p`` of the slices: scanners and converters store contrast through curves that no linear
+    intensity map undoes, so the models see such curves before :func:`brainseg.preprocess.preprocess`."""
+    if aug.gamma <= 1.0 or rng.random() >= aug.gamma_p:
+        return image_u8
+    spread = math.log(aug.gamma)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    tables = [np.round(255.0 * levels ** math.exp(rng.uniform(-spread, spread))).astype(np.uint8) for _ in range(3)]
+    return np.stack([tables[c][image_u8[..., c]] for c in range(3)], axis=-1)
 
 
 def _affine(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
@@ -86,8 +102,9 @@ def augment(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
 class SliceDataset(Dataset):
     """Preloaded slices: ``(image 3xHxW float32, mask 1xHxW float32, label int)``.
 
-    Images are decoded once and passed through :func:`brainseg.preprocess.preprocess`, then kept as
-    float16 (about 0.4 MB a slice); training augmentation runs per item when ``augmentation`` is given.
+    Images are decoded once and kept as 256x256 uint8 (0.2 MB a slice); each item is passed through
+    :func:`brainseg.preprocess.preprocess` when read, after the contrast curve of training augmentation when
+    ``augmentation`` is given (the rest of it after preprocessing).
     """
 
     def __init__(self, records: Sequence[SliceRecord], augmentation: Augment | None = None, seed: int = 0,
@@ -96,11 +113,11 @@ class SliceDataset(Dataset):
         self.augmentation = augmentation
         self.seed = seed
         self.epoch = 0
-        self.images = torch.empty((len(self.records), 3, 256, 256), dtype=torch.float16)
+        self.images_u8 = np.empty((len(self.records), MODEL_SIZE, MODEL_SIZE, 3), dtype=np.uint8)
         self.masks = torch.empty((len(self.records), 1, 256, 256), dtype=torch.uint8)
         for i, record in enumerate(tqdm(self.records, desc="preload", disable=not progress, unit="slice")):
             image_u8 = read_slice(record.image_path)
-            self.images[i] = torch.from_numpy(preprocess(image_u8))
+            self.images_u8[i] = resize_image(image_u8)
             self.masks[i, 0] = torch.from_numpy(read_mask(record.mask_path, shape=image_u8.shape[:2]))
         self.labels = torch.tensor([int(r.tumour) for r in self.records])
 
@@ -110,11 +127,17 @@ class SliceDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def preprocessed(self, start: int, stop: int) -> torch.Tensor:
+        """Slices ``start:stop`` preprocessed, unaugmented: ``Nx3x256x256 float32`` (validation)."""
+        return torch.from_numpy(np.stack([preprocess(image) for image in self.images_u8[start:stop]]))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image, mask = self.images[i].float(), self.masks[i].float()
-        if self.augmentation is not None:
-            rng = random.Random(hash((self.seed, self.epoch, i)))
-            image, mask = augment(image, mask, rng, self.augmentation)
+        image_u8, mask = self.images_u8[i], self.masks[i].float()
+        if self.augmentation is None:
+            return torch.from_numpy(preprocess(image_u8)), mask, int(self.labels[i])
+        rng = random.Random(hash((self.seed, self.epoch, i)))
+        image = torch.from_numpy(preprocess(contrast_curve(image_u8, rng, self.augmentation)))
+        image, mask = augment(image, mask, rng, self.augmentation)
         return image, mask, int(self.labels[i])
 
 

@@ -127,9 +127,8 @@ def validate(kind: str, model: torch.nn.Module, dataset: SliceDataset, device: t
     model.eval()
     losses, outputs = [], []
     for start in range(0, len(dataset), batch_size):
-        images = (
-            dataset.images[start : start + batch_size].float().to(device).contiguous(memory_format=torch.channels_last)
-        )
+        images = dataset.preprocessed(start, start + batch_size).to(device)
+        images = images.contiguous(memory_format=torch.channels_last)
         masks = dataset.masks[start : start + batch_size].float().to(device)
         labels = dataset.labels[start : start + batch_size].to(device)
         with _autocast(device, bf16):
@@ -199,7 +198,8 @@ def train(args: argparse.Namespace) -> Path:
     if args.limit_patients:
         split = {k: v[: args.limit_patients] for k, v in split.items()}
     segmenter = args.kind == "segmenter"
-    augmentation = Augment(crop=args.crop or None) if segmenter else Augment(crop=None, affine_p=0.7, intensity=0.15)
+    augmentation = (Augment(crop=args.crop or None, gamma=args.gamma) if segmenter
+                    else Augment(crop=None, affine_p=0.7, intensity=0.15, gamma=args.gamma))
     train_set = SliceDataset(select(records, split["train"]), augmentation, seed=args.seed, progress=main)
     val_set = SliceDataset(select(records, split["val"]), progress=main)
     negatives = args.negatives if args.negatives is not None else (0.5 if segmenter else None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brainseg.data.dataset import Augment, EpochSampler, SliceDataset, augment
+from brainseg.data.dataset import Augment, EpochSampler, SliceDataset, augment, contrast_curve
 from brainseg.data.index import by_patient, index_dataset, load_split, make_split, resolve_data_dir, save_split, select
 from brainseg.errors import BrainsegError
 from brainseg.paths import DATA_ENV
@@ -218,6 +218,29 @@ def test_flips_move_image_and_mask_together(few_records) -> None:
         assert torch.equal(flips[matches[0]](mask), augmented_mask)
         seen.add(matches[0])
     assert len(seen) >= 3
+
+
+def test_contrast_curves_bend_each_channel_monotonically_and_keep_the_ends(few_records) -> None:
+    image_u8 = SliceDataset(few_records[:1]).images_u8[0]
+    assert contrast_curve(image_u8, random.Random(0), Augment()) is image_u8            # gamma 1: no curve
+    curved = [contrast_curve(image_u8, random.Random(seed), Augment(gamma=1.5, gamma_p=1.0)) for seed in range(4)]
+    levels = np.arange(256, dtype=np.uint8)[:, None, None].repeat(3, axis=2)       # every level in every channel
+    for seed in range(4):
+        table = contrast_curve(levels, random.Random(seed), Augment(gamma=1.5, gamma_p=1.0))[:, 0]
+        assert (np.diff(table.astype(int), axis=0) >= 0).all()                       # order kept
+        assert (table[0] == 0).all() and (table[-1] == 255).all()
+        assert len({tuple(table[:, c]) for c in range(3)}) == 3                      # one curve per channel
+        assert 0.4 < table[128].max() / 128 * table[128].min() / 128 < 2.5          # within 1.5^+-1 at mid-grey
+    assert not np.array_equal(curved[0], image_u8) and not np.array_equal(curved[0], curved[1])
+
+
+def test_a_curve_reaches_the_training_items_before_preprocessing(few_records) -> None:
+    plain = SliceDataset(few_records[:1], Augment(affine_p=0.0, intensity=0.0), seed=0)
+    curved = SliceDataset(few_records[:1], Augment(affine_p=0.0, intensity=0.0, gamma=1.5, gamma_p=1.0), seed=0)
+    (image, mask, _), (curved_image, curved_mask, _) = plain[0], curved[0]
+    flips = (lambda t: t, lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.flip(-2).flip(-1))
+    assert not any(torch.allclose(flip(image), curved_image, atol=1e-3) for flip in flips)
+    assert any(torch.equal(flip(mask), curved_mask) for flip in flips)              # the mask is not curved
 
 
 def test_affine_crop_and_jitter_keep_image_and_mask_aligned(few_records) -> None:
