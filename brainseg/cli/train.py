@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="contrast curves in augmentation: a power per channel drawn in [1/GAMMA, GAMMA] on half the slices "
         "(1 = none)",
     )
+    parser.add_argument(
+        "--flair-alone", type=float, default=0.0,
+        help="share of training slices shown as FLAIR copied into the three channels, as a FLAIR-only upload is",
+    )
     parser.add_argument("--input-size", type=int, default=128, help="classifier: side the ResNet50 sees")
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. OUT/last.pt)")
     parser.add_argument("--init", help="start from these weights (.safetensors) with a fresh optimizer and schedule")

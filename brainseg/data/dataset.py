@@ -15,14 +15,15 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from brainseg.data.index import SliceRecord
+from brainseg.io.intensity import FLAIR
 from brainseg.io.slices import read_mask, read_slice
 from brainseg.preprocess import MODEL_SIZE, preprocess, resize_image
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation: a contrast curve per channel, flips, small rotation/scale, per-channel intensity
-    jitter, optional crop."""
+    """Training augmentation: a contrast curve per channel, FLAIR alone in the three channels, flips, small
+    rotation/scale, per-channel intensity jitter, optional crop."""
 
     crop: int | None = None           # side of a random crop (segmenter); None = whole slice
     tumour_centred: float = 2 / 3     # share of crops centred on a tumour pixel
@@ -32,6 +33,7 @@ class Augment:
     intensity: float = 0.1
     gamma: float = 1.0                # curves drawn log-uniformly in [1/gamma, gamma]; 1 = no curve
     gamma_p: float = 0.5              # share of slices that get a curve (when gamma > 1)
+    flair_alone: float = 0.0          # share of slices shown as FLAIR copied into the three channels
 
 
 def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.ndarray:
@@ -44,6 +46,14 @@ def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np
     levels = np.arange(256, dtype=np.float64) / 255.0
     tables = [np.round(255.0 * levels ** math.exp(rng.uniform(-spread, spread))).astype(np.uint8) for _ in range(3)]
     return np.stack([tables[c][image_u8[..., c]] for c in range(3)], axis=-1)
+
+
+def flair_alone(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.ndarray:
+    """For ``aug.flair_alone`` of the slices, the FLAIR channel copied into all three: what the models get from an
+    upload of FLAIR alone (:mod:`brainseg.io.volumes`)."""
+    if not aug.flair_alone or rng.random() >= aug.flair_alone:
+        return image_u8
+    return np.repeat(image_u8[..., FLAIR:FLAIR + 1], 3, axis=-1)
 
 
 def _affine(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
@@ -103,8 +113,8 @@ class SliceDataset(Dataset):
     """Preloaded slices: ``(image 3xHxW float32, mask 1xHxW float32, label int)``.
 
     Images are decoded once and kept as 256x256 uint8 (0.2 MB a slice); each item is passed through
-    :func:`brainseg.preprocess.preprocess` when read, after the contrast curve of training augmentation when
-    ``augmentation`` is given (the rest of it after preprocessing).
+    :func:`brainseg.preprocess.preprocess` when read, after training augmentation's contrast curve and FLAIR
+    alone when ``augmentation`` is given (the rest of it after preprocessing).
     """
 
     def __init__(self, records: Sequence[SliceRecord], augmentation: Augment | None = None, seed: int = 0,
@@ -136,7 +146,8 @@ class SliceDataset(Dataset):
         if self.augmentation is None:
             return torch.from_numpy(preprocess(image_u8)), mask, int(self.labels[i])
         rng = random.Random(hash((self.seed, self.epoch, i)))
-        image = torch.from_numpy(preprocess(contrast_curve(image_u8, rng, self.augmentation)))
+        image_u8 = flair_alone(contrast_curve(image_u8, rng, self.augmentation), rng, self.augmentation)
+        image = torch.from_numpy(preprocess(image_u8))
         image, mask = augment(image, mask, rng, self.augmentation)
         return image, mask, int(self.labels[i])
 

@@ -198,8 +198,9 @@ def train(args: argparse.Namespace) -> Path:
     if args.limit_patients:
         split = {k: v[: args.limit_patients] for k, v in split.items()}
     segmenter = args.kind == "segmenter"
-    augmentation = (Augment(crop=args.crop or None, gamma=args.gamma) if segmenter
-                    else Augment(crop=None, affine_p=0.7, intensity=0.15, gamma=args.gamma))
+    augmentation = (Augment(crop=args.crop or None, gamma=args.gamma, flair_alone=args.flair_alone) if segmenter
+                    else Augment(crop=None, affine_p=0.7, intensity=0.15, gamma=args.gamma,
+                                 flair_alone=args.flair_alone))
     train_set = SliceDataset(select(records, split["train"]), augmentation, seed=args.seed, progress=main)
     val_set = SliceDataset(select(records, split["val"]), progress=main)
     negatives = args.negatives if args.negatives is not None else (0.5 if segmenter else None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brainseg.data.dataset import Augment, EpochSampler, SliceDataset, augment, contrast_curve
+from brainseg.data.dataset import Augment, EpochSampler, SliceDataset, augment, contrast_curve, flair_alone
 from brainseg.data.index import by_patient, index_dataset, load_split, make_split, resolve_data_dir, save_split, select
 from brainseg.errors import BrainsegError
 from brainseg.paths import DATA_ENV
@@ -232,6 +232,16 @@ def test_contrast_curves_bend_each_channel_monotonically_and_keep_the_ends(few_r
         assert len({tuple(table[:, c]) for c in range(3)}) == 3                      # one curve per channel
         assert 0.4 < table[128].max() / 128 * table[128].min() / 128 < 2.5          # within 1.5^+-1 at mid-grey
     assert not np.array_equal(curved[0], image_u8) and not np.array_equal(curved[0], curved[1])
+
+
+def test_flair_alone_copies_the_flair_channel_as_a_flair_only_upload(few_records) -> None:
+    image_u8 = SliceDataset(few_records[:1]).images_u8[0]
+    assert flair_alone(image_u8, random.Random(0), Augment()) is image_u8
+    copied = flair_alone(image_u8, random.Random(0), Augment(flair_alone=1.0))
+    assert all(np.array_equal(copied[..., c], image_u8[..., 1]) for c in range(3))
+    shares = [flair_alone(image_u8, random.Random(seed), Augment(flair_alone=0.25)) is not image_u8
+              for seed in range(200)]
+    assert 30 <= sum(shares) <= 70
 
 
 def test_a_curve_reaches_the_training_items_before_preprocessing(few_records) -> None:
