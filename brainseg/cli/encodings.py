@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-file", default=str(WEIGHTS_DIR / "split.json"))
     parser.add_argument("--weights", default=str(WEIGHTS_DIR))
     parser.add_argument("--patients", type=int, default=0, help="only the first N patients (quick checks)")
+    parser.add_argument("--reference", help="an earlier `brainseg encodings` JSON: also compare every encoding with "
+                        "its 8-bit figures (or the reference it carries), as floors set against earlier models are")
     parser.add_argument("--out", help="write the JSON here")
 
 
@@ -24,9 +26,18 @@ def run(args: argparse.Namespace) -> dict:
 
     from brainseg.config import pipeline_settings
     from brainseg.data.index import by_patient, index_dataset, load_split
-    from brainseg.evaluation.encodings import encodings, report, score
+    from brainseg.errors import BrainsegError
+    from brainseg.evaluation.encodings import encodings, reference_dice, report, score
     from brainseg.inference.predictor import Predictor
     from brainseg.io.slices import read_mask, read_slice
+    reference = None
+    if args.reference:
+        try:
+            published = json.loads(Path(args.reference).read_text())
+            reference = {"source": published.get("reference", {}).get("source", args.reference),
+                         "per_patient": reference_dice(published)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise BrainsegError(f"{args.reference}: not a `brainseg encodings` JSON ({err})") from None
     patients = load_split(args.split_file)[args.split]
     patients = patients[:args.patients] if args.patients else patients
     records = by_patient(index_dataset(args.data, patients=patients))
@@ -39,13 +50,21 @@ def run(args: argparse.Namespace) -> dict:
             per_patient.setdefault(name, {})[patient] = score(predictor, build(), truths, settings)
     result = {"split": args.split, "settings": {k: settings[k] for k in ("seg_threshold", "gate", "min_area",
                                                                          "largest_3d_component")},
-              "encodings": report(per_patient)}
+              "encodings": report(per_patient, reference and reference["per_patient"])}
+    if reference:
+        result["reference"] = reference
     print(f"| encoding ({args.split} split, {len(records)} patients) | flagged slices | per-volume Dice, mean | "
-          "change against 8-bit, mean | worst patient |\n|---|---:|---:|---:|---|")
+          "change against 8-bit, mean | worst patient |" + (" against the reference's 8-bit: mean | worst |"
+                                                              if reference else "") + "\n|---|---:|---:|---:|---|")
     for name, row in result["encodings"].items():
         worst = row["worst_patient"]
-        print(f"| {name} | {row['flagged']} of {row['slices']} ({row['flagged_share']:.1%}) | {row['dice_mean']:.3f} | "
-              f"{row['dice_mean_change']:+.3f} | {worst['patient']} {worst['dice_change']:+.3f} |")
+        line = (f"| {name} | {row['flagged']} of {row['slices']} ({row['flagged_share']:.1%}) | {row['dice_mean']:.3f} "
+                f"| {row['dice_mean_change']:+.3f} | {worst['patient']} {worst['dice_change']:+.3f} |")
+        if reference:
+            against = row["vs_reference"]
+            line += (f" {against['dice_mean_change']:+.3f} | {against['worst_patient']['patient']} "
+                     f"{against['worst_patient']['dice_change']:+.3f} |")
+        print(line)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -107,31 +107,49 @@ def baseline(encoding: str) -> str:
     return "three sequences, 4D uint8 NIfTI" if encoding.startswith("three") else "FLAIR, uint8 NIfTI"
 
 
-def report(per_patient: dict[str, dict[str, tuple[int, int, float]]]) -> dict:
+def _change(patients: dict[str, float], reference: dict[str, float]) -> dict:
+    changes = {p: dice - reference[p] for p, dice in patients.items()}
+    worst = min(changes, key=changes.get)
+    return {"dice_mean_change": float(np.mean(list(changes.values()))),
+            "worst_patient": {"patient": worst, "dice_change": changes[worst]}}
+
+
+def report(per_patient: dict[str, dict[str, tuple[int, int, float]]],
+           reference: dict[str, dict[str, float]] | None = None) -> dict:
     """Per encoding over the patients: flagged share, mean per-volume Dice, and the mean and worst patient's Dice
     against the same patient's 8-bit baseline.
 
     Args:
         per_patient: ``{encoding: {patient: (flagged, slices, dice)}}``.
+        reference: ``{8-bit encoding: {patient: dice}}`` from other models (those an issue's floors were set
+            against); each row then also carries its change against them under ``vs_reference``.
 
     Returns:
         ``{encoding: {...}}`` with ``flagged``, ``slices``, ``flagged_share``, ``dice_mean``, ``dice_mean_change``
-        and ``worst_patient`` (name and change).
+        and ``worst_patient`` (name and change), and ``vs_reference`` (the same two) with a reference.
     """
     result = {}
     for encoding, patients in per_patient.items():
-        reference = per_patient[baseline(encoding)]
-        changes = {p: dice - reference[p][2] for p, (_, _, dice) in patients.items()}
-        worst = min(changes, key=changes.get)
+        dice = {p: v[2] for p, v in patients.items()}
+        own = {p: v[2] for p, v in per_patient[baseline(encoding)].items()}
         flagged, slices = sum(v[0] for v in patients.values()), sum(v[1] for v in patients.values())
         result[encoding] = {"compared_with": baseline(encoding), "patients": len(patients), "flagged": flagged,
                             "slices": slices, "flagged_share": flagged / slices,
-                            "dice_mean": float(np.mean([v[2] for v in patients.values()])),
-                            "dice_mean_change": float(np.mean(list(changes.values()))),
-                            "worst_patient": {"patient": worst, "dice_change": changes[worst]},
+                            "dice_mean": float(np.mean(list(dice.values()))), **_change(dice, own),
                             "per_patient": {p: {"flagged": v[0], "slices": v[1], "dice": v[2]}
                                             for p, v in patients.items()}}
+        if reference is not None:
+            result[encoding]["vs_reference"] = _change(dice, reference[baseline(encoding)])
     return result
+
+
+def reference_dice(published: dict) -> dict[str, dict[str, float]]:
+    """The 8-bit encodings' per-patient Dice to compare with: a ``brainseg encodings`` JSON's own ``reference``
+    when it carries one, else its 8-bit rows."""
+    if "reference" in published:
+        return published["reference"]["per_patient"]
+    rows = published["encodings"]
+    return {name: {p: v["dice"] for p, v in rows[name]["per_patient"].items()} for name in set(map(baseline, rows))}
 
 
 def score(predictor: Predictor, files: list[tuple[str, bytes]], truths: Sequence[np.ndarray],

@@ -81,3 +81,10 @@ def test_unknown_command_is_an_argparse_error(capsys: pytest.CaptureFixture) -> 
         main(["segment"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_encodings_with_a_reference_that_is_not_its_json(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    reference = tmp_path / "reference.json"
+    reference.write_text('{"encodings": 3}')
+    one_line_error(run_main(capsys, "encodings", "--data", str(tmp_path), "--reference", str(reference)),
+                   str(reference))
