@@ -88,3 +88,10 @@ def test_encodings_with_a_reference_that_is_not_its_json(capsys: pytest.CaptureF
     reference.write_text('{"encodings": 3}')
     one_line_error(run_main(capsys, "encodings", "--data", str(tmp_path), "--reference", str(reference)),
                    str(reference))
+
+
+def test_encodings_with_a_reference_of_other_patients(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    reference = tmp_path / "reference.json"
+    reference.write_text('{"reference": {"per_patient": {"FLAIR, uint8 NIfTI": {"TCGA_X": 0.5}}}}')
+    one_line_error(run_main(capsys, "encodings", "--data", str(tmp_path), "--reference", str(reference)),
+                   str(reference), "same split")
