@@ -101,15 +101,23 @@ def connect(ray: Any, address: str) -> bool:
         except OSError as err:
             raise BrainsegError(f"--ray {address}: nothing answers there ({err}); is a Ray head running "
                                 f"(ray start --head)?") from err
-    try:
-        if address in ("", "local"):
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
-        raise BrainsegError(f"--ray {address}: cannot join the Ray cluster ({type(err).__name__}: "
-                            f"{last_line(err)}); see docs/scale.md") from err
-    return True
+    retries = 1 if address.startswith("ray://") else 0
+    while True:
+        try:
+            if address in ("", "local"):
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            else:
+                ray.init(address=address, logging_level=logging.WARNING)
+            return True
+        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
+            # Ray's client proxy starts one server per client and now and then fails to (a busy machine): a fresh
+            # connection gets a fresh server
+            if retries and "client server failed" in str(err):
+                retries -= 1
+                ray.shutdown()
+                continue
+            raise BrainsegError(f"--ray {address}: cannot join the Ray cluster ({type(err).__name__}: "
+                                f"{last_line(err)}); see docs/scale.md") from err
 
 
 def failure(ray: Any, path: Path, err: Exception) -> str:
