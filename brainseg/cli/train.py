@@ -5,6 +5,22 @@ import argparse
 from pathlib import Path
 
 
+def curve_bound(text: str) -> float:
+    """``--gamma``: at least 1 (the curves drawn lie in ``[1/G, G]``, so a value below 1 would mean none, silently)."""
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1 (1 = no curves; 1.5 draws powers in 1/1.5-1.5)")
+    return value
+
+
+def share(text: str) -> float:
+    """A share of the training slices, in ``[0, 1]``."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a share of the slices, from 0 to 1")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=("segmenter", "classifier"))
     parser.add_argument("--data", help="kaggle_3m folder (default: $BRAINSEG_DATA)")
@@ -39,12 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tumour-free slices per tumour slice in each epoch (default: 0.5 segmenter, all classifier)",
     )
     parser.add_argument(
-        "--gamma", type=float, default=1.0,
+        "--gamma", type=curve_bound, default=1.0,
         help="contrast curves in augmentation: a power per channel drawn in [1/GAMMA, GAMMA] on half the slices "
         "(1 = none)",
     )
     parser.add_argument(
-        "--flair-alone", type=float, default=0.0,
+        "--flair-alone", type=share, default=0.0,
         help="share of training slices shown as FLAIR copied into the three channels, as a FLAIR-only upload is",
     )
     parser.add_argument("--input-size", type=int, default=128, help="classifier: side the ResNet50 sees")

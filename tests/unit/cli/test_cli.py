@@ -95,3 +95,14 @@ def test_encodings_with_a_reference_of_other_patients(capsys: pytest.CaptureFixt
     reference.write_text('{"reference": {"per_patient": {"FLAIR, uint8 NIfTI": {"TCGA_X": 0.5}}}}')
     one_line_error(run_main(capsys, "encodings", "--data", str(tmp_path), "--reference", str(reference)),
                    str(reference), "same split")
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [("--gamma", "0.8", "at least 1"),
+                                                        ("--flair-alone", "25", "from 0 to 1")])
+def test_train_refuses_augmentation_settings_it_would_ignore(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                             option: str, value: str, says: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "segmenter", "--data", str(tmp_path), "--out", str(tmp_path / "run"), option, value])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert option in error and says in error and "Traceback" not in error
