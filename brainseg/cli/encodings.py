@@ -26,25 +26,12 @@ def run(args: argparse.Namespace) -> dict:
 
     from brainseg.config import pipeline_settings
     from brainseg.data.index import by_patient, index_dataset, load_split
-    from brainseg.errors import BrainsegError
-    from brainseg.evaluation.encodings import BASELINES, encodings, reference_dice, report, score
+    from brainseg.evaluation.encodings import encodings, load_reference, report, score
     from brainseg.inference.predictor import Predictor
     from brainseg.io.slices import read_mask, read_slice
-    reference = None
-    if args.reference:
-        try:
-            published = json.loads(Path(args.reference).read_text())
-            reference = {"source": published.get("reference", {}).get("source", args.reference),
-                         "per_patient": reference_dice(published)}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            raise BrainsegError(f"{args.reference}: not a `brainseg encodings` JSON ({err})") from None
     patients = load_split(args.split_file)[args.split]
     patients = patients[:args.patients] if args.patients else patients
-    if reference:
-        missing = [p for p in patients for name in BASELINES if p not in reference["per_patient"].get(name, {})]
-        if missing:
-            raise BrainsegError(f"{args.reference}: no 8-bit figure for {missing[0]} ({len(set(missing))} patients "
-                                f"of the {args.split} split missing); give a table of the same split")
+    reference = load_reference(Path(args.reference), patients) if args.reference else None
     records = by_patient(index_dataset(args.data, patients=patients))
     predictor, settings = Predictor(args.weights), pipeline_settings(Path(args.weights))
     per_patient: dict[str, dict] = {}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zipfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +16,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from brainseg import metrics
+from brainseg.errors import BrainsegError
 from brainseg.inference.predictor import Predictor, volume_masks
 from brainseg.io.volumes import read_volume
 
@@ -153,6 +156,23 @@ def reference_dice(published: dict) -> dict[str, dict[str, float]]:
         return published["reference"]["per_patient"]
     rows = published["encodings"]
     return {name: {p: v["dice"] for p, v in rows[name]["per_patient"].items()} for name in BASELINES}
+
+
+def load_reference(path: Path, patients: Sequence[str]) -> dict:
+    """The 8-bit figures to compare with, from an earlier ``brainseg encodings`` JSON (:func:`reference_dice`):
+    ``{"source": what they are, "per_patient": {8-bit encoding: {patient: dice}}}``; refused (``BrainsegError``,
+    naming the file) when the file is not such a JSON or lacks one of ``patients``."""
+    try:
+        published = json.loads(Path(path).read_text())
+        reference = {"source": published.get("reference", {}).get("source", str(path)),
+                     "per_patient": reference_dice(published)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise BrainsegError(f"{path}: not a `brainseg encodings` JSON ({err})") from None
+    missing = [p for p in patients for name in BASELINES if p not in reference["per_patient"].get(name, {})]
+    if missing:
+        raise BrainsegError(f"{path}: no 8-bit figure for {missing[0]} ({len(set(missing))} patients missing); give "
+                            "a table of the same split")
+    return reference
 
 
 def score(predictor: Predictor, files: list[tuple[str, bytes]], truths: Sequence[np.ndarray],
