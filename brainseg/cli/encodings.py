@@ -45,9 +45,10 @@ def run(args: argparse.Namespace) -> dict:
               "encodings": report(per_patient, reference and reference["per_patient"])}
     if reference:
         result["reference"] = reference
+    against_reference = (" against the reference's 8-bit: mean | worst |", "---:|---|") if reference else ("", "")
     print(f"| encoding ({args.split} split, {len(records)} patients) | flagged slices | per-volume Dice, mean | "
-          "change against 8-bit, mean | worst patient |" + (" against the reference's 8-bit: mean | worst |"
-                                                              if reference else "") + "\n|---|---:|---:|---:|---|")
+          f"change against 8-bit, mean | worst patient |{against_reference[0]}\n"
+          f"|---|---:|---:|---:|---|{against_reference[1]}")
     for name, row in result["encodings"].items():
         worst = row["worst_patient"]
         line = (f"| {name} | {row['flagged']} of {row['slices']} ({row['flagged_share']:.1%}) | {row['dice_mean']:.3f} "
