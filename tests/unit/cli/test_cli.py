@@ -100,7 +100,7 @@ def test_encodings_with_a_reference_of_other_patients(capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(("option", "value", "says"), [("--gamma", "0.8", "at least 1"),
                                                         ("--flair-alone", "25", "from 0 to 1")])
 def test_train_refuses_augmentation_settings_out_of_range(capsys: pytest.CaptureFixture, tmp_path: Path,
-                                                             option: str, value: str, says: str) -> None:
+                                                          option: str, value: str, says: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "segmenter", "--data", str(tmp_path), "--out", str(tmp_path / "run"), option, value])
     assert exit_info.value.code == 2
