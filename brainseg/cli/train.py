@@ -63,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--flair-alone", type=share, default=0.0,
         help="share of training slices shown as FLAIR copied into the three channels, as a FLAIR-only upload is",
     )
+    parser.add_argument(
+        "--stored-as", type=share, default=0.0,
+        help="share of training slices shown as the app reads their volume back from 16-bit or float storage "
+        "(weights/intensity.safetensors): half linear, half through a power curve in [1/GAMMA, GAMMA]",
+    )
+    parser.add_argument(
+        "--teacher",
+        help="distil: the targets are this model's outputs (.safetensors, same kind) on each slice as stored, "
+        "with the same channels, crop and flips, instead of the true masks or labels",
+    )
     parser.add_argument("--input-size", type=int, default=128, help="classifier: side the ResNet50 sees")
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. OUT/last.pt)")
     parser.add_argument("--init", help="start from these weights (.safetensors) with a fresh optimizer and schedule")

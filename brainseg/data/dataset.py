@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from brainseg.data.index import SliceRecord
+from brainseg.io import intensity
 from brainseg.io.intensity import FLAIR
 from brainseg.io.slices import read_mask, read_slice
 from brainseg.preprocess import MODEL_SIZE, preprocess, resize_image
@@ -22,8 +23,8 @@ from brainseg.preprocess import MODEL_SIZE, preprocess, resize_image
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation: a contrast curve per channel, FLAIR alone in the three channels, flips, small
-    rotation/scale, per-channel intensity jitter, optional crop."""
+    """Training augmentation: the volume as another storage maps it back, a contrast curve per channel, FLAIR alone
+    in the three channels, flips, small rotation/scale, per-channel intensity jitter, optional crop."""
 
     crop: int | None = None           # side of a random crop (segmenter); None = whole slice
     tumour_centred: float = 2 / 3     # share of crops centred on a tumour pixel
@@ -34,6 +35,7 @@ class Augment:
     gamma: float = 1.0                # curves drawn log-uniformly in [1/gamma, gamma]; 1 = no curve
     gamma_p: float = 0.5              # share of slices that get a curve (when gamma > 1)
     flair_alone: float = 0.0          # share of slices shown as FLAIR copied into the three channels
+    stored_as: float = 0.0            # share of slices shown as their volume stored in 16 bits or floats, mapped back
 
 
 def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.ndarray:
@@ -46,6 +48,42 @@ def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np
     levels = np.arange(256, dtype=np.float64) / 255.0
     tables = [np.round(255.0 * levels ** math.exp(rng.uniform(-spread, spread))).astype(np.uint8) for _ in range(3)]
     return np.stack([tables[c][image_u8[..., c]] for c in range(3)], axis=-1)
+
+
+def storage_powers(gamma: float, curves: int = 8) -> tuple[float, ...]:
+    """The storages :func:`storage_tables` simulates: 1 (any linear storage) first, then ``curves`` powers spread
+    log-evenly over ``[1/gamma, gamma]`` (none when ``gamma`` is 1)."""
+    if gamma <= 1.0:
+        return (1.0,)
+    exponents = np.linspace(-math.log(gamma), math.log(gamma), curves + 1)
+    return (1.0, *(float(math.exp(e)) for e in exponents if abs(e) > 1e-12))
+
+
+def storage_tables(volume_u8: np.ndarray, standard: np.ndarray, powers: Sequence[float],
+                   head_percentiles: tuple[float, ...] = intensity.HEAD_PERCENTILES) -> np.ndarray:
+    """What each 8-bit value of a volume becomes when the volume is stored otherwise and read back by the app.
+
+    A volume stored as ``(v/255)^g`` in floats (``g = 1``: int16, float or 12-bit DICOM, any positive linear change)
+    is mapped per channel by :func:`brainseg.io.intensity.standardise` with the landmarks of the whole stored volume,
+    so the result is a lookup table per volume, channel and power.
+
+    Args:
+        volume_u8: ``SxHxWx3`` uint8, one patient's slices as the dataset stores them.
+        standard: ``3xL`` target landmarks (``Landmarks.volume``).
+        powers: the storages, e.g. :func:`storage_powers`.
+        head_percentiles: where the inner landmarks stand (the shipped map's).
+
+    Returns:
+        ``len(powers) x 3 x 256`` uint8 tables.
+    """
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    tables = np.empty((len(powers), 3, 256), np.uint8)
+    for k, power in enumerate(powers):
+        stored = levels ** power
+        for c in range(3):
+            points = intensity.landmarks_of(stored[volume_u8[..., c]], head_percentiles)
+            tables[k, c] = intensity.standardise(stored, standard[c], points)
+    return tables
 
 
 def flair_alone(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.ndarray:
@@ -85,7 +123,8 @@ def augment(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
     """Augment one preprocessed image and its mask.
 
     Args:
-        image: ``3xHxW`` float preprocessed image.
+        image: ``3xHxW`` float preprocessed image; channels after the first three (a teacher's view of the same
+            slice) are warped, cropped and flipped alike but not jittered.
         mask: ``1xHxW`` float mask (1 = tumour).
         rng: the random source that draws every choice (seeded per epoch and item by :class:`SliceDataset`).
         aug: what to apply: random affine, crop, flips and per-channel intensity jitter.
@@ -105,7 +144,7 @@ def augment(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
     if aug.intensity:
         gain = torch.tensor([rng.gauss(1.0, aug.intensity) for _ in range(3)]).view(3, 1, 1)
         shift = torch.tensor([rng.gauss(0.0, aug.intensity) for _ in range(3)]).view(3, 1, 1)
-        image = image * gain + shift
+        image = torch.cat([image[:3] * gain + shift, image[3:]])
     return image.contiguous(), mask.contiguous()
 
 
@@ -113,12 +152,15 @@ class SliceDataset(Dataset):
     """Preloaded slices: ``(image 3xHxW float32, mask 1xHxW float32, label int)``.
 
     Images are decoded once and kept as 256x256 uint8 (0.2 MB a slice); each item is passed through
-    :func:`brainseg.preprocess.preprocess` when read, after training augmentation's contrast curve and FLAIR
-    alone when ``augmentation`` is given (the rest of it after preprocessing).
+    :func:`brainseg.preprocess.preprocess` when read, after training augmentation's storage, contrast curve and
+    FLAIR alone when ``augmentation`` is given (the rest of it after preprocessing). With ``paired``, the image has
+    six channels: the augmented view, then the same slice as stored (same channels, crop and flips), which a teacher
+    model sees while the model being trained sees the view.
     """
 
     def __init__(self, records: Sequence[SliceRecord], augmentation: Augment | None = None, seed: int = 0,
-                 progress: bool = False) -> None:
+                 progress: bool = False, paired: bool = False,
+                 landmarks: intensity.Landmarks | None = None) -> None:
         self.records = list(records)
         self.augmentation = augmentation
         self.seed = seed
@@ -130,6 +172,28 @@ class SliceDataset(Dataset):
             self.images_u8[i] = resize_image(image_u8)
             self.masks[i, 0] = torch.from_numpy(read_mask(record.mask_path, shape=image_u8.shape[:2]))
         self.labels = torch.tensor([int(r.tumour) for r in self.records])
+        self.paired = paired
+        self.tables, self.volume_of = self._storage_tables(landmarks, progress)
+
+    def _storage_tables(self, landmarks: intensity.Landmarks | None,
+                        progress: bool) -> tuple[list[np.ndarray], np.ndarray]:
+        if self.augmentation is None or not self.augmentation.stored_as:
+            return [], np.empty(0, np.int64)
+        if landmarks is None:
+            raise ValueError("stored_as needs the intensity landmarks the app maps such volumes with")
+        patients = sorted({r.patient for r in self.records})
+        volume_of = np.array([patients.index(r.patient) for r in self.records])
+        powers = storage_powers(self.augmentation.gamma)
+        tables = [storage_tables(self.images_u8[volume_of == v], landmarks.volume, powers, landmarks.head_percentiles)
+                  for v in tqdm(range(len(patients)), desc="storage tables", disable=not progress, unit="volume")]
+        return tables, volume_of
+
+    def _stored_view(self, i: int, rng: random.Random) -> np.ndarray:
+        """Slice ``i`` as the app reads its volume back from another storage: half linear, half a power curve."""
+        tables = self.tables[self.volume_of[i]]
+        k = 0 if len(tables) == 1 or rng.random() < 0.5 else rng.randrange(1, len(tables))
+        image_u8 = self.images_u8[i]
+        return np.stack([tables[k, c][image_u8[..., c]] for c in range(3)], axis=-1)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -145,10 +209,16 @@ class SliceDataset(Dataset):
         image_u8, mask = self.images_u8[i], self.masks[i].float()
         if self.augmentation is None:
             return torch.from_numpy(preprocess(image_u8)), mask, int(self.labels[i])
+        aug = self.augmentation
         rng = random.Random(hash((self.seed, self.epoch, i)))
-        image_u8 = flair_alone(contrast_curve(image_u8, rng, self.augmentation), rng, self.augmentation)
-        image = torch.from_numpy(preprocess(image_u8))
-        image, mask = augment(image, mask, rng, self.augmentation)
+        stored = aug.stored_as and rng.random() < aug.stored_as
+        shown = self._stored_view(i, rng) if stored else contrast_curve(image_u8, rng, aug)
+        copied = flair_alone(shown, rng, aug)
+        image = torch.from_numpy(preprocess(copied))
+        if self.paired:
+            plain = image_u8 if copied is shown else np.repeat(image_u8[..., FLAIR:FLAIR + 1], 3, axis=-1)
+            image = torch.cat([image, torch.from_numpy(preprocess(plain))])
+        image, mask = augment(image, mask, rng, aug)
         return image, mask, int(self.labels[i])
 
 

@@ -35,6 +35,7 @@ from brainseg.data.index import (
     select,
 )
 from brainseg.errors import BrainsegError
+from brainseg.io import intensity
 from brainseg.models.networks import build_model
 from brainseg.models.weights import load_model, save_weights
 
@@ -181,6 +182,17 @@ def _split(args: argparse.Namespace, records, out: Path, rank: int) -> dict[str,
     return split
 
 
+def _teacher(args: argparse.Namespace, device: torch.device) -> torch.nn.Module | None:
+    """The frozen model whose outputs on each slice as stored are the targets (``--teacher``), or ``None``."""
+    if not args.teacher:
+        return None
+    teacher, metadata = load_model(args.teacher)
+    if metadata.get("kind", args.kind) != args.kind:
+        raise BrainsegError(f"--teacher {args.teacher} is a {metadata['kind']}, not a {args.kind}")
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device).to(memory_format=torch.channels_last)
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train one model; returns the path of its best weights."""
     rank, world = _distributed()
@@ -198,10 +210,12 @@ def train(args: argparse.Namespace) -> Path:
     if args.limit_patients:
         split = {k: v[: args.limit_patients] for k, v in split.items()}
     segmenter = args.kind == "segmenter"
-    augmentation = (Augment(crop=args.crop or None, gamma=args.gamma, flair_alone=args.flair_alone) if segmenter
-                    else Augment(crop=None, affine_p=0.7, intensity=0.15, gamma=args.gamma,
-                                 flair_alone=args.flair_alone))
-    train_set = SliceDataset(select(records, split["train"]), augmentation, seed=args.seed, progress=main)
+    views = {"gamma": args.gamma, "flair_alone": args.flair_alone, "stored_as": args.stored_as}
+    augmentation = (Augment(crop=args.crop or None, **views) if segmenter
+                    else Augment(crop=None, affine_p=0.7, intensity=0.15, **views))
+    teacher = _teacher(args, device)
+    train_set = SliceDataset(select(records, split["train"]), augmentation, seed=args.seed, progress=main,
+                             paired=teacher is not None, landmarks=intensity.load() if args.stored_as else None)
     val_set = SliceDataset(select(records, split["val"]), progress=main)
     negatives = args.negatives if args.negatives is not None else (0.5 if segmenter else None)
     sampler = EpochSampler(train_set.labels.tolist(), negatives, args.seed, rank, world)
@@ -248,13 +262,20 @@ def train(args: argparse.Namespace) -> Path:
                 group["lr"] = lr
             images = images.to(device).contiguous(memory_format=torch.channels_last)
             masks, labels = masks.to(device), labels.to(device)
+            targets = None
+            if teacher is not None:
+                images, plain = images[:, :3], images[:, 3:]
+                with torch.no_grad(), _autocast(device, bf16):
+                    targets = teacher(plain).float()
             with _autocast(device, bf16):
                 logits = trained(images)
             if segmenter:
-                loss = segmenter_loss(logits, masks, args.dice_weight)
+                truth = masks if targets is None else torch.sigmoid(targets)
+                loss = segmenter_loss(logits, truth, args.dice_weight)
                 score = float(metrics.soft_tversky((torch.sigmoid(logits.float()) > 0.5).float(), masks, smooth=1.0))
             else:
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=0.05)
+                loss = (F.cross_entropy(logits.float(), labels, label_smoothing=0.05) if targets is None
+                        else F.cross_entropy(logits.float(), torch.softmax(targets, 1)))
                 score = float((logits.argmax(1) == labels).float().mean())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
