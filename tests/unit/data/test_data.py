@@ -10,9 +10,21 @@ import pytest
 import torch
 from PIL import Image
 
-from brainseg.data.dataset import Augment, EpochSampler, SliceDataset, augment, contrast_curve, flair_alone
+from brainseg.data.dataset import (
+    Augment,
+    EpochSampler,
+    SliceDataset,
+    augment,
+    contrast_curve,
+    flair_alone,
+    storage_powers,
+    storage_tables,
+)
 from brainseg.data.index import by_patient, index_dataset, load_split, make_split, resolve_data_dir, save_split, select
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.encodings import nifti, to_xyz
+from brainseg.io import intensity
+from brainseg.io.volumes import read_volume
 from brainseg.paths import DATA_ENV
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -251,6 +263,58 @@ def test_a_curve_reaches_the_training_items_before_preprocessing(few_records) ->
     flips = (lambda t: t, lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.flip(-2).flip(-1))
     assert not any(torch.allclose(flip(image), curved_image, atol=1e-3) for flip in flips)
     assert any(torch.equal(flip(mask), curved_mask) for flip in flips)              # the mask is not curved
+
+
+def test_storage_powers_put_linear_storage_first_and_spread_curves_over_the_range() -> None:
+    assert storage_powers(1.0) == (1.0,)
+    powers = storage_powers(1.5)
+    assert powers[0] == 1.0 and 1.0 not in powers[1:] and len(powers) == 9
+    assert min(powers) == pytest.approx(1 / 1.5) and max(powers) == pytest.approx(1.5)
+
+
+def test_storage_tables_give_what_the_app_reads_back_from_that_storage(patient_records) -> None:
+    """The tables simulate the reader: the same volume written as int16, float through a curve and 4D int16 and
+    read back by :func:`read_volume` gives the tables' values (a float32 curve rounds a level at most)."""
+    volume = SliceDataset(patient_records).images_u8
+    landmarks = intensity.load()
+    tables = storage_tables(volume, landmarks.volume, (1.0, 0.8), landmarks.head_percentiles)
+    flair = volume[..., intensity.FLAIR]
+    linear = read_volume([("flair.nii.gz", nifti(to_xyz(flair.astype(np.int16) * 16 + 100)))]).images_u8
+    assert np.array_equal(np.stack(linear)[..., 0], tables[0, intensity.FLAIR][flair])
+    curve = (4000 * (flair / 255.0) ** 0.8).astype(np.float32)
+    curved = np.stack(read_volume([("flair.nii.gz", nifti(to_xyz(curve)))]).images_u8)[..., 0].astype(int)
+    difference = np.abs(curved - tables[1, intensity.FLAIR][flair])
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.99
+    assert not np.array_equal(tables[1, intensity.FLAIR], tables[0, intensity.FLAIR])
+    four_d = np.stack(read_volume([("scan.nii.gz", nifti(to_xyz(volume.astype(np.int16) * 16)))]).images_u8)
+    for channel in range(3):
+        assert np.array_equal(four_d[..., channel], tables[0, channel][volume[..., channel]])
+
+
+def test_storage_views_need_the_landmarks(few_records) -> None:
+    with pytest.raises(ValueError, match="landmarks"):
+        SliceDataset(few_records, Augment(stored_as=0.5))
+
+
+def test_paired_items_show_the_slice_as_stored_beside_its_view(few_records) -> None:
+    """With ``paired``, channels 3-5 are the slice as stored, flipped like the view and never jittered."""
+    landmarks = intensity.load()
+    plain = SliceDataset(few_records[:1])[0][0]
+    flips = (lambda t: t, lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.flip(-2).flip(-1))
+    paired = SliceDataset(few_records[:1], Augment(affine_p=0.0, intensity=0.2, stored_as=1.0, gamma=1.5),
+                          seed=0, paired=True, landmarks=landmarks)
+    for epoch in range(4):
+        paired.set_epoch(epoch)
+        image, mask, _ = paired[0]
+        assert image.shape == (6, 256, 256)
+        matches = [flip for flip in flips if torch.equal(flip(plain), image[3:])]
+        assert len(matches) == 1
+        assert not torch.allclose(image[:3], image[3:], atol=1e-2)                  # the view is another picture
+    alone = SliceDataset(few_records[:1], Augment(affine_p=0.0, intensity=0.0, flair_alone=1.0, stored_as=1.0),
+                         seed=0, paired=True, landmarks=landmarks)
+    image = alone[0][0]
+    assert torch.equal(image[3], image[4]) and torch.equal(image[4], image[5])     # the stored FLAIR alone, too
+    assert torch.equal(image[0], image[1])
 
 
 def test_affine_crop_and_jitter_keep_image_and_mask_aligned(few_records) -> None:

@@ -117,6 +117,30 @@ def test_segmenter_fine_tune_from_weights_with_ema_and_per_image_dice(
     )
 
 
+def test_segmenter_distilled_from_a_teacher_across_storages(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """A student that starts as its teacher and sees the slices as other storage reads them back: the teacher's
+    outputs on the slices as stored are the targets, so the student stays close to it."""
+    data, split = tiny_data
+    shipped = ROOT / "weights" / "segmenter.safetensors"
+    out = tmp_path / "distil"
+    run_brainseg(common_arguments("segmenter", data, split, out, epochs=1)
+                 + ["--crop", "64", "--init", str(shipped), "--teacher", str(shipped), "--stored-as", "1",
+                    "--gamma", "1.5", "--lr", "1e-5"])
+    history = read_history(out)
+    assert history["args"]["teacher"] == str(shipped) and history["args"]["stored_as"] == 1.0
+    assert history["epochs"][0]["volume_dice"] > 0.6       # the shipped weights, barely moved
+
+
+def test_a_teacher_of_another_kind_is_refused_in_one_line(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, split = tiny_data
+    command = [sys.executable, "-m", "brainseg"] + common_arguments("segmenter", data, split, tmp_path / "x", 1) + [
+        "--teacher", str(ROOT / "weights" / "classifier.safetensors")]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert "is a classifier, not a segmenter" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_segmenter_fold_holds_out_its_patients_and_records_the_folds(
     tiny_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
