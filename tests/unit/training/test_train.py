@@ -131,6 +131,20 @@ def test_segmenter_distilled_from_a_teacher_across_storages(tiny_data: tuple[Pat
     assert history["epochs"][0]["volume_dice"] > 0.6       # the shipped weights, barely moved
 
 
+def test_classifier_distilled_from_the_shipped_one(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """The classifier's targets are the teacher's softmax on the slice as stored: a student started from the
+    teacher keeps its validation AUC after two steps at a small rate."""
+    data, split = tiny_data
+    shipped = ROOT / "weights" / "classifier.safetensors"
+    out = tmp_path / "distil"
+    run_brainseg(common_arguments("classifier", data, split, out, epochs=1)
+                 + ["--input-size", "192", "--init", str(shipped), "--teacher", str(shipped), "--stored-as", "1",
+                    "--lr", "1e-6"])
+    history = read_history(out)
+    assert history["args"]["teacher"] == str(shipped)
+    assert history["epochs"][0]["auc"] > 0.9               # the shipped classifier, barely moved
+
+
 def test_a_teacher_of_another_kind_is_refused_in_one_line(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     data, split = tiny_data
     command = [sys.executable, "-m", "brainseg"] + common_arguments("segmenter", data, split, tmp_path / "x", 1) + [
