@@ -38,6 +38,16 @@ class Augment:
     stored_as: float = 0.0            # share of slices shown as their volume stored in 16 bits or floats, mapped back
 
 
+def lookup(image_u8: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """``HxWx3 uint8`` with each channel's values looked up in its own 256-entry table (``3x256``)."""
+    return np.stack([tables[c][image_u8[..., c]] for c in range(3)], axis=-1)
+
+
+def flair_copied(image_u8: np.ndarray) -> np.ndarray:
+    """The FLAIR channel in all three, as the models get an upload of FLAIR alone (:mod:`brainseg.io.volumes`)."""
+    return np.repeat(image_u8[..., FLAIR:FLAIR + 1], 3, axis=-1)
+
+
 def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.ndarray:
     """A power curve per channel on the 8-bit slice (``255 (v/255)^g``, ``g`` log-uniform in ``[1/gamma, gamma]``),
     drawn for ``aug.gamma_p`` of the slices: scanners and converters store contrast through curves that no linear
@@ -47,7 +57,7 @@ def contrast_curve(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np
     spread = math.log(aug.gamma)
     levels = np.arange(256, dtype=np.float64) / 255.0
     tables = [np.round(255.0 * levels ** math.exp(rng.uniform(-spread, spread))).astype(np.uint8) for _ in range(3)]
-    return np.stack([tables[c][image_u8[..., c]] for c in range(3)], axis=-1)
+    return lookup(image_u8, np.stack(tables))
 
 
 def storage_powers(gamma: float, curves: int = 8) -> tuple[float, ...]:
@@ -91,7 +101,7 @@ def flair_alone(image_u8: np.ndarray, rng: random.Random, aug: Augment) -> np.nd
     upload of FLAIR alone (:mod:`brainseg.io.volumes`)."""
     if not aug.flair_alone or rng.random() >= aug.flair_alone:
         return image_u8
-    return np.repeat(image_u8[..., FLAIR:FLAIR + 1], 3, axis=-1)
+    return flair_copied(image_u8)
 
 
 def _affine(image: torch.Tensor, mask: torch.Tensor, rng: random.Random,
@@ -181,8 +191,8 @@ class SliceDataset(Dataset):
             return [], np.empty(0, np.int64)
         if landmarks is None:
             raise ValueError("stored_as needs the intensity landmarks the app maps such volumes with")
-        patients = sorted({r.patient for r in self.records})
-        volume_of = np.array([patients.index(r.patient) for r in self.records])
+        patients = {patient: v for v, patient in enumerate(sorted({r.patient for r in self.records}))}
+        volume_of = np.array([patients[r.patient] for r in self.records])
         powers = storage_powers(self.augmentation.gamma)
         tables = [storage_tables(self.images_u8[volume_of == v], landmarks.volume, powers, landmarks.head_percentiles)
                   for v in tqdm(range(len(patients)), desc="storage tables", disable=not progress, unit="volume")]
@@ -192,8 +202,7 @@ class SliceDataset(Dataset):
         """Slice ``i`` as the app reads its volume back from another storage: half linear, half a power curve."""
         tables = self.tables[self.volume_of[i]]
         k = 0 if len(tables) == 1 or rng.random() < 0.5 else rng.randrange(1, len(tables))
-        image_u8 = self.images_u8[i]
-        return np.stack([tables[k, c][image_u8[..., c]] for c in range(3)], axis=-1)
+        return lookup(self.images_u8[i], tables[k])
 
     def __len__(self) -> int:
         return len(self.records)
@@ -216,7 +225,7 @@ class SliceDataset(Dataset):
         copied = flair_alone(shown, rng, aug)
         image = torch.from_numpy(preprocess(copied))
         if self.paired:
-            plain = image_u8 if copied is shown else np.repeat(image_u8[..., FLAIR:FLAIR + 1], 3, axis=-1)
+            plain = image_u8 if copied is shown else flair_copied(image_u8)
             image = torch.cat([image, torch.from_numpy(preprocess(plain))])
         image, mask = augment(image, mask, rng, aug)
         return image, mask, int(self.labels[i])

@@ -187,7 +187,7 @@ def _teacher(args: argparse.Namespace, device: torch.device) -> torch.nn.Module 
     if not args.teacher:
         return None
     teacher, metadata = load_model(args.teacher)
-    if metadata.get("kind", args.kind) != args.kind:
+    if metadata["kind"] != args.kind:
         raise BrainsegError(f"--teacher {args.teacher} is a {metadata['kind']}, not a {args.kind}")
     teacher.eval().requires_grad_(False)
     return teacher.to(device).to(memory_format=torch.channels_last)
