@@ -158,7 +158,7 @@ def prefetch(folder: str, patients: Sequence[str]) -> list[Future]:
 def volume_slices(scan: volumes.Volume) -> PatientSlices:
     """Every slice of an uploaded volume predicted, in the gallery patient's record (empty truths without a mask)."""
     truths = scan.truths or [np.zeros(image.shape[:2], bool) for image in scan.images_u8]
-    predictions = predictor().predict_many(scan.images_u8, batch_size=scan.batch_size)
+    predictions = predictor().predict_many(scan.images_u8, batch_size=scan.batch_size, scan=True)
     return PatientSlices(scan.numbers, scan.images_u8, truths, predictions, scan.truths is not None,
                          volume_sequence_warning([p.check for p in predictions], scan.images_u8,
                                                  predictor().input_check))

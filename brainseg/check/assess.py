@@ -28,6 +28,11 @@ OK, CAUTION, FOREIGN = "ok", "caution", "foreign"
 NEIGHBOURS = 10
 IDENTICAL_LEVEL = 2          # uint8: channels closer than this at a pixel count as identical there
 ONE_SEQUENCE_SHARE = 0.9     # share of brain pixels with identical channels that makes a slice one sequence
+# A scan's slices (an uploaded volume) within these sides and this aspect carry no size reason: the scanner's matrix,
+# which the models' resize absorbs (validation per-volume Dice within 0.003 on average, 192-1024 a side, 1.25:1;
+# docs/experiments.md "2026-12-08"); beyond them, and for single-slice uploads, the size still counts
+SCAN_SIDES = (192, 1024)
+SCAN_ASPECT = 1.25
 
 
 @dataclass(frozen=True)
@@ -388,7 +393,8 @@ def measure_pixels(image_u8: np.ndarray, calibration: Calibration) -> PixelMeasu
     )
 
 
-def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibration: Calibration) -> list[InputCheck]:
+def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibration: Calibration,
+               scan: bool = False) -> list[InputCheck]:
     """The check of each slice of a batch from its pixel measures and its row of classifier features: the products
     with the training rows run once for the batch (reading them once per slice was a third of the check's time).
 
@@ -396,6 +402,7 @@ def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibrat
         measures: each slice's :class:`PixelMeasures`, in batch order.
         features: ``BxD`` classifier pooled features, a row per slice.
         calibration: the shipped calibration.
+        scan: the slices are one uploaded volume's, whose size is judged by :func:`judge_size` as a scan's.
 
     Returns:
         One input check per slice.
@@ -412,6 +419,7 @@ def judge_many(measures: Sequence[PixelMeasures], features: np.ndarray, calibrat
             float(ratio),
             calibration,
             None if content is None else (probabilities[i], float(distances[i])),
+            scan,
         )
         for i, (m, ratio) in enumerate(zip(measures, ratios))
     ]
@@ -431,21 +439,34 @@ def assess_many(images_u8: Sequence[np.ndarray], features: np.ndarray, calibrati
     return judge_many([measure_pixels(image, calibration) for image in images_u8], features, calibration)
 
 
+def judge_size(shape: tuple[int, int], scan: bool = False) -> list[str]:
+    """What a slice's size tells, in words: a size other than the training slices' 256x256, a shape other than square.
+
+    A single slice of another size is likely a screenshot or a picture, so any difference counts. A scan's slices
+    (``scan``) are the scanner's matrix: within :data:`SCAN_SIDES` and :data:`SCAN_ASPECT` they say nothing."""
+    height, width = shape
+    longer, shorter = max(height, width), min(height, width)
+    if scan and SCAN_SIDES[0] <= shorter and longer <= SCAN_SIDES[1] and longer <= SCAN_ASPECT * shorter:
+        return []
+    reasons = []
+    if (height, width) != (MODEL_SIZE, MODEL_SIZE):
+        reasons.append(f"size {width}x{height}; every training slice is {MODEL_SIZE}x{MODEL_SIZE}")
+    if longer > 1.05 * shorter:
+        reasons.append("not square: it is stretched to a square before the models see it")
+    return reasons
+
+
 def _verdict(
     shape: tuple[int, int],
     statistics: dict[str, float],
     ratio: float,
     calibration: Calibration,
     content_scores: tuple[np.ndarray, float] | None,
+    scan: bool = False,
 ) -> InputCheck:
-    """Verdict and reasons of one slice from its size, pixel statistics, feature distance ratio and content
-    scores (class probabilities and one-class distance ratio)."""
-    height, width = shape
-    size_reasons, strong_reasons = [], []
-    if (height, width) != (MODEL_SIZE, MODEL_SIZE):
-        size_reasons.append(f"size {width}x{height}; every training slice is {MODEL_SIZE}x{MODEL_SIZE}")
-    if max(height, width) > 1.05 * min(height, width):
-        size_reasons.append("not square: it is stretched to a square before the models see it")
+    """Verdict and reasons of one slice from its size (judged as a scan's with ``scan``), pixel statistics, feature
+    distance ratio and content scores (class probabilities and one-class distance ratio)."""
+    size_reasons, strong_reasons = judge_size(shape, scan), []
     if ratio > 1.0:
         strong_reasons.append(
             "does not look like the axial brain MRI slices the model was trained on "

@@ -189,7 +189,7 @@ def score(predictor: Predictor, files: list[tuple[str, bytes]], truths: Sequence
         Flagged slices, slices read, and the per-volume Dice of the pipeline's masks.
     """
     scan = read_volume(files)
-    predictions = predictor.predict_many(scan.images_u8, batch_size=scan.batch_size)
+    predictions = predictor.predict_many(scan.images_u8, batch_size=scan.batch_size, scan=True)
     masks = volume_masks(predictions, settings["seg_threshold"], settings["gate"], int(settings["min_area"]),
                          bool(settings["largest_3d_component"]))
     flagged = sum(p.check is not None and p.check.flagged for p in predictions)

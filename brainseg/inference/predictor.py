@@ -212,7 +212,8 @@ class Predictor:
         return len(self.segmenter_files)
 
     def predict_many(
-        self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE, background: bool = False
+        self, images_u8: Sequence[np.ndarray], batch_size: int = BATCH_SIZE, background: bool = False,
+        scan: bool = False,
     ) -> list[Prediction]:
         """Predictions for many slices, in batches of :func:`batch_sizes`; each mapped back to its slice's size.
 
@@ -222,16 +223,18 @@ class Predictor:
             background: yield to the others: each batch waits until no foreground call is running and the last
                 one ended ``BACKGROUND_GRACE_S`` ago (the gallery's prefetch, so that what a user asked for, and
                 the page drawing it, get the CPU's cores to themselves).
+            scan: the slices are one uploaded volume's: the input check takes their size as the scanner's matrix
+                (:func:`brainseg.check.assess.judge_size`).
 
         Returns:
             One prediction per slice, in order.
         """
         if background:
-            return self._predict_batches(images_u8, batch_size, self._after_foreground)
+            return self._predict_batches(images_u8, batch_size, self._after_foreground, scan)
         with self._foreground:
             self._foreground_calls += 1
         try:
-            return self._predict_batches(images_u8, batch_size, lambda: None)
+            return self._predict_batches(images_u8, batch_size, lambda: None, scan)
         finally:
             with self._foreground:
                 self._foreground_calls -= 1
@@ -257,14 +260,15 @@ class Predictor:
                 self._foreground.wait(rest)
 
     def _predict_batches(
-        self, images_u8: Sequence[np.ndarray], batch_size: int, before_batch: Callable[[], None]
+        self, images_u8: Sequence[np.ndarray], batch_size: int, before_batch: Callable[[], None], scan: bool
     ) -> list[Prediction]:
         predictions, start = [], 0
         for size in batch_sizes(len(images_u8), batch_size):
             before_batch()
             chunk, start = images_u8[start : start + size], start + size
             seg, _, logits, checks = self.engine.both(
-                self.batch(chunk), lambda chunk=chunk: self._measure(chunk), self._judge
+                self.batch(chunk), lambda chunk=chunk: self._measure(chunk),
+                lambda features, measures: self._judge(features, measures, scan),
             )
             for image, members, tumour, check in zip(chunk, seg, softmax(logits, axis=1)[:, 1], checks):
                 spread = restore_size(members.std(axis=0), image.shape[:2]) if len(members) > 1 else None
@@ -277,9 +281,11 @@ class Predictor:
         """The input check's pixel layers of each slice (none without a shipped calibration)."""
         return [measure_pixels(image, self.input_check) for image in images_u8] if self.input_check else []
 
-    def _judge(self, features: np.ndarray, measures: list[PixelMeasures]) -> list[InputCheck | None]:
+    def _judge(self, features: np.ndarray, measures: list[PixelMeasures], scan: bool) -> list[InputCheck | None]:
         """Each slice's input check from its pixel measures and classifier features (None without calibration)."""
-        return judge_many(measures, features, self.input_check) if self.input_check else [None] * len(features)
+        if not self.input_check:
+            return [None] * len(features)
+        return judge_many(measures, features, self.input_check, scan)
 
     def predict(self, image_u8: np.ndarray) -> Prediction:
         return self.predict_many([image_u8])[0]

@@ -119,3 +119,18 @@ def test_an_uploaded_anisotropic_nifti_shows_three_planes_to_scale_and_a_volume_
     ran(app)
     figure = app.get("plotly_chart")[0].proto.spec
     assert '"true_voxels":null' in figure.replace(" ", "") and "true tumour" not in figure
+
+
+def test_a_plain_flair_scan_at_a_scanners_512x512_reads_like_the_training_data(app: AppTest) -> None:
+    """The issue-32 scan at a clinic's matrix: FLAIR alone, int16, 512x512 (the size the models resize away)."""
+    from PIL import Image
+    records = index_patient(SAMPLES_DIR / PATIENT)
+    flair = np.stack([np.asarray(Image.fromarray(read_slice(r.image_path)[..., 1]).resize((512, 512), Image.BICUBIC))
+                      for r in records]).astype(np.int16) * 12 + 40
+    nifti = nib.Nifti1Image(np.ascontiguousarray(flair.transpose(2, 1, 0)), np.diag([-0.45, -0.45, 3.3, 1])).to_bytes()
+    ran(app.run()).switch_page(VOLUME_PAGE).run()
+    app.file_uploader(key="volume_files").set_value([("flair.nii", nifti, "application/octet-stream")])
+    ran(app.run())
+    assert any(c.value == f"Input check: all {len(records)} slices like the training data." for c in app.caption)
+    assert not [w.value for w in app.warning if "unlike the training data" in w.value
+                or "differs from the training slices" in w.value]

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from brainseg.check.assess import CHECK_JSON, CHECK_TENSORS, OK, load_calibration
+from brainseg.check.assess import CHECK_JSON, CHECK_TENSORS, OK, judge_size, load_calibration
 from brainseg.data.index import index_dataset
 from brainseg.errors import BrainsegError
+from brainseg.evaluation.encodings import nifti
 from brainseg.inference.predictor import Predictor
 from brainseg.io.intensity import LANDMARKS_FILE
 from brainseg.io.slices import SUFFIXES, read_slice
+from brainseg.io.volumes import read_volume
 from brainseg.models.checksums import check_checksums
 from brainseg.models.weights import CHECKSUMS
 from brainseg.paths import WEIGHTS_DIR
@@ -74,6 +77,37 @@ def test_altered_lgg_slices_get_the_decided_verdict(
     altered = [variants(image)[variant] for image in picks]
     verdicts = [p.check.verdict for p in predictor.predict_many(altered)]
     assert set(verdicts) <= set(EXPECTED[variant]), verdicts
+
+
+@pytest.mark.parametrize(("shape", "scan", "reasons"), [
+    ((256, 256), False, 0), ((512, 512), False, 1), ((256, 320), False, 2),
+    ((512, 512), True, 0), ((192, 192), True, 0), ((1024, 1024), True, 0), ((240, 300), True, 0),
+    ((128, 128), True, 1), ((2048, 2048), True, 1), ((256, 384), True, 2),
+])
+def test_a_scans_matrix_says_nothing_within_the_measured_sizes(shape: tuple[int, int], scan: bool,
+                                                               reasons: int) -> None:
+    assert len(judge_size(shape, scan)) == reasons
+
+
+def _flair_volume(images: list[np.ndarray], side: int) -> list[np.ndarray]:
+    """The slices' FLAIR resampled to ``side`` x ``side``, stored as an int16 NIfTI and read back as an upload."""
+    flair = np.stack([np.asarray(Image.fromarray(image[..., 1]).resize((side, side), Image.BICUBIC))
+                      for image in images]).astype(np.int16) * 12 + 40
+    return read_volume([("flair.nii.gz", nifti(np.ascontiguousarray(flair.transpose(2, 1, 0))))]).images_u8
+
+
+def test_a_512_scan_is_judged_on_content_and_a_128_one_on_its_size(
+    predictor: Predictor, sample_tumour_images: list[np.ndarray]
+) -> None:
+    large = _flair_volume(sample_tumour_images, 512)
+    assert large[0].shape == (512, 512, 3)
+    checks = [p.check for p in predictor.predict_many(large, batch_size=4, scan=True)]
+    assert sum(c.flagged for c in checks) <= 0.05 * len(checks), [c.reasons for c in checks if c.flagged]
+    assert not any("size" in reason for c in checks for reason in c.reasons)
+    alone = [p.check for p in predictor.predict_many(large[:4], batch_size=4)]     # the same slices uploaded one by one
+    assert all(c.flagged and any("size 512x512" in r for r in c.reasons) for c in alone)
+    small = predictor.predict_many(_flair_volume(sample_tumour_images, 128), scan=True)
+    assert all(p.check.flagged and any("size 128x128" in r for r in p.check.reasons) for p in small)
 
 
 def test_calibration_for_other_classifier_weights_is_refused(tmp_path: Path) -> None:

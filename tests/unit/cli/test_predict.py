@@ -125,6 +125,23 @@ def test_predict_writes_a_dicom_seg_and_probabilities_for_a_dicom_zip_and_folder
         assert np.array_equal(frames, mask), "the SEG and the NIfTI mask differ"
 
 
+def test_a_512x512_dicom_series_reads_like_the_training_data_and_gets_masks_at_512(tmp_path: Path) -> None:
+    """A scanner's matrix is storage: the slices are judged on their content (``check.assess.judge_size``)."""
+    flair = np.stack([np.asarray(Image.fromarray(read_slice(r.image_path)[..., 1]).resize((512, 512), Image.BICUBIC))
+                      for r in index_patient(PATIENT)]).astype(np.uint16) * 16
+    archive = tmp_path / "series.zip"
+    archive.write_bytes(dicom_series(flair, slope=0.5, intercept=-20))
+    out = tmp_path / "out"
+
+    assert main(["predict", str(archive), "--out", str(out)]) == 0
+
+    with open(out / CSV_NAME, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(flair) and {row["verdict"] for row in rows} == {"ok"}
+    mask = np.asarray(nib.load(out / "series_mask.nii.gz").dataobj)
+    assert mask.shape[1:] == (512, 512) and mask.any()
+
+
 def test_predict_writes_a_one_slice_probability_nifti_for_a_slice_file(tmp_path: Path) -> None:
     image = PATIENT / "TCGA_HT_7686_19950629_12.tif"
     out = tmp_path / "out"
