@@ -116,6 +116,8 @@ def predict_volume(predictor: Predictor, path: Path, files: list[tuple[str, byte
         One :func:`result_row` per slice, in slice order.
     """
     volume = read_volume(files)
+    for note in volume.notes:      # what the reader chose or changed (a series of a study, the intensity mapping)
+        tqdm.write(f"{path}: {note}", file=sys.stderr)
     predictions = predictor.predict_many(volume.images_u8, batch_size=volume.batch_size, scan=True)
     masks = volume_masks(predictions, options.threshold, options.gate, options.min_area, options.largest_3d)
     (out / f"{stem}_mask.nii.gz").write_bytes(mask_nifti(masks, volume.geometry))

@@ -305,14 +305,42 @@ def read_nifti(data: bytes, name: str) -> _Raw:
 
 def _dicom_dataset(data: bytes, name: str) -> pydicom.Dataset:
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=False)
+        return pydicom.dcmread(io.BytesIO(data), force=False)
     except _READ_ERRORS as err:
         raise BrainsegError(f"{name}: not a readable DICOM file ({err})") from None
-    if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
-        raise BrainsegError(f"{name}: a DICOM file without pixel data (modality "
-                            f"{dataset.get('Modality', '?')}, {dataset.get('SOPClassUID', 'unknown class')}); "
-                            "expected an MR image slice")
-    return dataset
+
+
+def _has_pixels(dataset: pydicom.Dataset) -> bool:
+    return any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+
+def _image_series(datasets: Sequence[tuple[str, pydicom.Dataset]]) -> tuple[list[tuple[str, pydicom.Dataset]],
+                                                                             tuple[str, ...]]:
+    """The files of the one image series an upload holds, and notes on what was left out.
+
+    A study exported from a scanner or PACS holds several series and objects without pixels (a DICOMDIR, reports):
+    those objects are left out, and of several series the one whose description names FLAIR is taken, the only
+    sequence the models can read alone. Refused: no image at all, or several series and not exactly one FLAIR."""
+    images = [(name, d) for name, d in datasets if _has_pixels(d)]
+    if not images:
+        name, dataset = datasets[0]
+        raise BrainsegError(f"{name}: a DICOM file without pixel data (modality {dataset.get('Modality', '?')}, "
+                            f"{dataset.get('SOPClassUID', 'unknown class')}); expected an MR image slice")
+    left_out = len(datasets) - len(images)
+    notes = (f"{left_out} DICOM file{'s' * (left_out > 1)} without pixel data left out (a DICOMDIR, a report)",) \
+        if left_out else ()
+    series: dict[str, list[tuple[str, pydicom.Dataset]]] = {}
+    for name, dataset in images:
+        series.setdefault(_series_label(dataset), []).append((name, dataset))
+    if len(series) == 1:
+        return images, notes
+    flair = [label for label, files in series.items()
+             if "flair" in str(files[0][1].get("SeriesDescription", "")).lower()]
+    if len(flair) == 1:
+        return series[flair[0]], notes + (f"{flair[0]} taken, the one series of {len(series)} named FLAIR",)
+    found = "; ".join(f"{label}: {len(files)} files" for label, files in series.items())
+    raise BrainsegError(f"{len(images)} DICOM images from {len(series)} series ({found}); expected one series per "
+                        f"upload, or one series named FLAIR among them ({len(flair)} are)")
 
 
 def _series_label(dataset: pydicom.Dataset) -> str:
@@ -348,15 +376,9 @@ def _dicom_pixels(dataset: pydicom.Dataset, name: str) -> np.ndarray:
 
 def read_dicom_series(files: Sequence[tuple[str, bytes]]) -> _Raw:
     """One DICOM series (one file a slice) as a raw volume: sorted along the slice normal by
-    ImagePositionPatient, by InstanceNumber when positions are missing; a mixed upload is refused."""
-    datasets = [(name, _dicom_dataset(data, name)) for name, data in files]
-    series: dict[str, list[str]] = {}
-    for name, dataset in datasets:
-        series.setdefault(_series_label(dataset), []).append(name)
-    if len(series) > 1:
-        found = "; ".join(f"{label}: {len(names)} files" for label, names in series.items())
-        raise BrainsegError(f"{len(files)} DICOM files from {len(series)} series ({found}); expected one series "
-                            "per upload")
+    ImagePositionPatient, by InstanceNumber when positions are missing; of an exported study, its FLAIR series
+    (:func:`_image_series`)."""
+    datasets, chosen = _image_series([(name, _dicom_dataset(data, name)) for name, data in files])
     first_name, first = datasets[0]
     rows, columns = int(first.get("Rows", 0)), int(first.get("Columns", 0))
     _check_slices((len(datasets), rows, columns), first_name)
@@ -378,7 +400,7 @@ def read_dicom_series(files: Sequence[tuple[str, bytes]]) -> _Raw:
     affine = _dicom_affine([datasets[i][1] for i in order], bool(positions))
     geometry = _geometry(affine, stored.shape, stored.dtype, first_name, single_slice=len(datasets) == 1)
     display = _display(stored, geometry)
-    notes = ("a single 2D DICOM: read as one slice",) if len(datasets) == 1 else ()
+    notes = chosen + (("a single 2D DICOM: read as one slice",) if len(datasets) == 1 else ())
     for _, dataset in datasets:   # keep the headers (for a DICOM SEG), not the pixels
         for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
             if keyword in dataset:

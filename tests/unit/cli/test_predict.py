@@ -125,20 +125,31 @@ def test_predict_writes_a_dicom_seg_and_probabilities_for_a_dicom_zip_and_folder
         assert np.array_equal(frames, mask), "the SEG and the NIfTI mask differ"
 
 
-def test_a_512x512_dicom_series_reads_like_the_training_data_and_gets_masks_at_512(tmp_path: Path) -> None:
-    """A scanner's matrix is storage: the slices are judged on their content (``check.assess.judge_size``)."""
+def test_a_512x512_flair_of_an_exported_study_reads_like_the_training_data(tmp_path: Path, capsys) -> None:
+    """A scanner's matrix is storage (``check.assess.judge_size``); of a study's series, FLAIR is taken and said."""
     flair = np.stack([np.asarray(Image.fromarray(read_slice(r.image_path)[..., 1]).resize((512, 512), Image.BICUBIC))
                       for r in index_patient(PATIENT)]).astype(np.uint16) * 16
-    archive = tmp_path / "series.zip"
-    archive.write_bytes(dicom_series(flair, slope=0.5, intercept=-20))
+    with zipfile.ZipFile(io.BytesIO(dicom_series(flair, slope=0.5, intercept=-20))) as series:
+        files = [(f"FLAIR/{n}", series.read(n)) for n in series.namelist()]
+    for index, (_, data) in enumerate(files[:3]):                                    # and three slices of a T2
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        dataset.SeriesInstanceUID, dataset.SeriesDescription = "1.2.3.4", "t2_tse_tra"
+        buffer = io.BytesIO()
+        dataset.save_as(buffer)
+        files.append((f"T2/{index}.dcm", buffer.getvalue()))
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as study:
+        for name, data in files:
+            study.writestr(name, data)
     out = tmp_path / "out"
 
     assert main(["predict", str(archive), "--out", str(out)]) == 0
+    assert "taken, the one series of 2 named FLAIR" in capsys.readouterr().err
 
     with open(out / CSV_NAME, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(flair) and {row["verdict"] for row in rows} == {"ok"}
-    mask = np.asarray(nib.load(out / "series_mask.nii.gz").dataobj)
+    mask = np.asarray(nib.load(out / "study_mask.nii.gz").dataobj)
     assert mask.shape[1:] == (512, 512) and mask.any()
 
 

@@ -250,9 +250,27 @@ def test_dicom_without_pixels_single_slice_and_mixed_series(patient) -> None:
     one = volumes.read_volume([("one.dcm", dicom_slice(images[3], 0.0, 1, series, study))])
     assert len(one.images_u8) == 1 and one.notes == ("a single 2D DICOM: read as one slice",)
     assert np.array_equal(one.images_u8[0], images[3])
-    mixed = as_dicom(images[:3], "FLAIR") + as_dicom(images[:2], "T2 axial")
-    with pytest.raises(BrainsegError, match=r"from 2 series .*'FLAIR'.*3 files.*'T2 axial'.*2 files"):
-        volumes.read_volume(mixed)
+    unnamed = as_dicom(images[:3], "T1 axial") + as_dicom(images[:2], "T2 axial")
+    with pytest.raises(BrainsegError, match=r"from 2 series .*'T1 axial'.*3 files.*'T2 axial'.*2 files.*\(0 are\)"):
+        volumes.read_volume(unnamed)
+    with pytest.raises(BrainsegError, match=r"from 2 series .*\(2 are\)"):
+        volumes.read_volume(as_dicom(images[:3], "AX FLAIR") + as_dicom(images[:2], "COR FLAIR"))
+
+
+def test_an_exported_study_gives_its_flair_series(patient) -> None:
+    """A scanner's or PACS's export: several series and objects without pixels (a DICOMDIR, a report)."""
+    images, _ = patient
+    flair = [image[..., 1] for image in images]
+    t1 = [(f"S1/{name}", data) for name, data in as_dicom([image[..., 0] for image in images[:4]], "t1_se_tra")]
+    study = t1 + [(f"S3/{name}", data) for name, data in as_dicom(flair, "AX T2 FLAIR fs")] + [
+        ("DICOMDIR", dicom_slice(images[0], 0.0, 1, generate_uid(), generate_uid(), "report", with_pixels=False))]
+    volume = volumes.read_volume([("study.zip", zipped(study))])
+    assert len(volume.images_u8) == len(images) and volume.channels == ("FLAIR (copied)",) * 3
+    assert all(np.array_equal(got[..., 0], want) for got, want in zip(volume.images_u8, flair))
+    assert volume.notes[:2] == ("1 DICOM file without pixel data left out (a DICOMDIR, a report)",
+                                f"series 3 'AX T2 FLAIR fs' ({volume.dicom_sources[0].SeriesInstanceUID}) taken, the "
+                                "one series of 2 named FLAIR")
+    assert {d.SeriesDescription for d in volume.dicom_sources} == {"AX T2 FLAIR fs"}
 
 
 def site_data(package: str, *parts: str) -> Path:
