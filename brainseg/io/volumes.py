@@ -310,8 +310,17 @@ def _dicom_dataset(data: bytes, name: str) -> pydicom.Dataset:
         raise BrainsegError(f"{name}: not a readable DICOM file ({err})") from None
 
 
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
 def _has_pixels(dataset: pydicom.Dataset) -> bool:
-    return any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    return any(keyword in dataset for keyword in PIXEL_KEYWORDS)
+
+
+def _named_flair(dataset: pydicom.Dataset) -> bool:
+    """Whether a series' description names a (T2) FLAIR; a "T1 FLAIR" is T1-weighted."""
+    description = str(dataset.get("SeriesDescription", "")).lower()
+    return "flair" in description and not re.search(r"t1(?![0-9])", description)
 
 
 def _image_series(datasets: Sequence[tuple[str, pydicom.Dataset]]) -> tuple[list[tuple[str, pydicom.Dataset]],
@@ -319,8 +328,8 @@ def _image_series(datasets: Sequence[tuple[str, pydicom.Dataset]]) -> tuple[list
     """The files of the one image series an upload holds, and notes on what was left out.
 
     A study exported from a scanner or PACS holds several series and objects without pixels (a DICOMDIR, reports):
-    those objects are left out, and of several series the one whose description names FLAIR is taken, the only
-    sequence the models can read alone. Refused: no image at all, or several series and not exactly one FLAIR."""
+    those objects are left out, and of several series the one whose description names a T2 FLAIR is taken, the
+    only sequence the models read alone. Refused: no image at all, or several series and not exactly one FLAIR."""
     images = [(name, d) for name, d in datasets if _has_pixels(d)]
     if not images:
         name, dataset = datasets[0]
@@ -334,8 +343,7 @@ def _image_series(datasets: Sequence[tuple[str, pydicom.Dataset]]) -> tuple[list
         series.setdefault(_series_label(dataset), []).append((name, dataset))
     if len(series) == 1:
         return images, notes
-    flair = [label for label, files in series.items()
-             if "flair" in str(files[0][1].get("SeriesDescription", "")).lower()]
+    flair = [label for label, files in series.items() if _named_flair(files[0][1])]
     if len(flair) == 1:
         return series[flair[0]], notes + (f"{flair[0]} taken, the one series of {len(series)} named FLAIR",)
     found = "; ".join(f"{label}: {len(files)} files" for label, files in series.items())
@@ -378,7 +386,7 @@ def read_dicom_series(files: Sequence[tuple[str, bytes]]) -> _Raw:
     """One DICOM series (one file a slice) as a raw volume: sorted along the slice normal by
     ImagePositionPatient, by InstanceNumber when positions are missing; of an exported study, its FLAIR series
     (:func:`_image_series`)."""
-    datasets, chosen = _image_series([(name, _dicom_dataset(data, name)) for name, data in files])
+    datasets, series_notes = _image_series([(name, _dicom_dataset(data, name)) for name, data in files])
     first_name, first = datasets[0]
     rows, columns = int(first.get("Rows", 0)), int(first.get("Columns", 0))
     _check_slices((len(datasets), rows, columns), first_name)
@@ -400,9 +408,9 @@ def read_dicom_series(files: Sequence[tuple[str, bytes]]) -> _Raw:
     affine = _dicom_affine([datasets[i][1] for i in order], bool(positions))
     geometry = _geometry(affine, stored.shape, stored.dtype, first_name, single_slice=len(datasets) == 1)
     display = _display(stored, geometry)
-    notes = chosen + (("a single 2D DICOM: read as one slice",) if len(datasets) == 1 else ())
+    notes = series_notes + (("a single 2D DICOM: read as one slice",) if len(datasets) == 1 else ())
     for _, dataset in datasets:   # keep the headers (for a DICOM SEG), not the pixels
-        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        for keyword in PIXEL_KEYWORDS:
             if keyword in dataset:
                 delattr(dataset, keyword)
     return _Raw(display, geometry, notes, tuple(datasets[i][1] for i in order))

@@ -255,6 +255,8 @@ def test_dicom_without_pixels_single_slice_and_mixed_series(patient) -> None:
         volumes.read_volume(unnamed)
     with pytest.raises(BrainsegError, match=r"from 2 series .*\(2 are\)"):
         volumes.read_volume(as_dicom(images[:3], "AX FLAIR") + as_dicom(images[:2], "COR FLAIR"))
+    t2_flair = volumes.read_volume(as_dicom(images[:3], "AX T2 FLAIR") + as_dicom(images[:2], "AX T1 FLAIR"))
+    assert len(t2_flair.images_u8) == 3 and "'AX T2 FLAIR'" in t2_flair.notes[0]
 
 
 def test_an_exported_study_gives_its_flair_series(patient) -> None:
