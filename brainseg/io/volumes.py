@@ -33,6 +33,7 @@ MAX_VOXELS = 512 * 512 * 256                            # per channel volume, ch
 MAX_UPLOAD_BYTES = 1024 * 2**20                          # uncompressed bytes of one upload (all files, all entries)
 MAX_ZIP_ENTRIES = 2000
 MAX_PIXEL_RATIO = 2.0                                   # axial pixel sides after reslicing, longer / shorter
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")   # where a DICOM object holds an image
 
 # Exceptions the DICOM and NIfTI libraries raise on malformed files (they have no common base class).
 _READ_ERRORS = (InvalidDicomError, AttributeError, KeyError, IndexError, TypeError, ValueError, NotImplementedError,
@@ -308,9 +309,6 @@ def _dicom_dataset(data: bytes, name: str) -> pydicom.Dataset:
         return pydicom.dcmread(io.BytesIO(data), force=False)
     except _READ_ERRORS as err:
         raise BrainsegError(f"{name}: not a readable DICOM file ({err})") from None
-
-
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def _has_pixels(dataset: pydicom.Dataset) -> bool:
